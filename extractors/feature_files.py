@@ -1,0 +1,100 @@
+"""The UnAV-100 feature file layout: ``<stem>_rgb.npy``, ``_flow.npy``, ``_vggish.npy``.
+
+A sidecar ``<stem>_davel.json`` written last records the settings and the
+source the three files were made from, so a later run can skip a video whose
+outputs are complete and were made the same way.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from davel.errors import InputError
+from weights.store import atomic_write, atomic_write_text
+
+STREAMS = ("rgb", "flow", "vggish")
+
+
+@dataclass
+class Features:
+    """Per-video features: ``rgb``/``flow`` ``[T, 1024]``, ``vggish`` ``[T_a, 128]`` float32."""
+
+    rgb: np.ndarray
+    flow: np.ndarray
+    vggish: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def num_steps(self) -> int:
+        """Steps the detectors use: the shorter of the two modalities."""
+        return min(len(self.rgb), len(self.vggish))
+
+    def visual(self) -> np.ndarray:
+        """``[2048, T]``: rgb then flow, channels first (the detectors' layout)."""
+        t = self.num_steps
+        return np.concatenate([self.rgb[:t], self.flow[:t]], axis=1).T.astype(np.float32)
+
+    def audio(self) -> np.ndarray:
+        """``[128, T]`` channels first."""
+        return np.ascontiguousarray(self.vggish[: self.num_steps].T.astype(np.float32))
+
+
+def paths(out_dir: Path, stem: str) -> dict[str, Path]:
+    d = {s: out_dir / f"{stem}_{s}.npy" for s in STREAMS}
+    d["meta"] = out_dir / f"{stem}_davel.json"
+    return d
+
+
+def is_complete(out_dir: Path, stem: str, settings_key: str) -> bool:
+    p = paths(out_dir, stem)
+    if not all(p[s].is_file() for s in (*STREAMS, "meta")):
+        return False
+    try:
+        return json.loads(p["meta"].read_text()).get("settings_key") == settings_key
+    except (OSError, ValueError):
+        return False
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    def write(f):
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(array, dtype=np.float32))
+        f.write(buf.getvalue())
+
+    atomic_write(path, write)
+
+
+def write(out_dir: Path, stem: str, features: Features, meta: dict) -> None:
+    """Write the three arrays atomically, then the sidecar that marks them complete."""
+    p = paths(out_dir, stem)
+    p["meta"].unlink(missing_ok=True)  # incomplete until the sidecar is back
+    for s in STREAMS:
+        _save_npy(p[s], getattr(features, s))
+    atomic_write_text(p["meta"], json.dumps(meta, indent=1, sort_keys=True))
+
+
+def read(prefix: str | Path) -> Features:
+    """Read ``PREFIX_rgb.npy``, ``_flow.npy``, ``_vggish.npy`` (``PREFIX`` = ``DIR/STEM``)."""
+    prefix = Path(prefix)
+    arrays = {}
+    for s in STREAMS:
+        f = prefix.parent / f"{prefix.name}_{s}.npy"
+        if not f.is_file():
+            raise InputError(f"missing feature file {f}")
+        try:
+            a = np.load(f, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InputError(f"{f} is not a readable .npy file ({str(exc).splitlines()[0][:120]})") from None
+        if a.ndim != 2 or not np.issubdtype(a.dtype, np.number) or len(a) == 0:
+            raise InputError(f"{f} must be a non-empty 2-D numeric array, got shape {a.shape} {a.dtype}")
+        arrays[s] = a.astype(np.float32, copy=False)
+    if arrays["rgb"].shape != arrays["flow"].shape:
+        raise InputError(f"{prefix}: rgb {arrays['rgb'].shape} and flow {arrays['flow'].shape} differ in shape")
+    if not np.all(np.isfinite(arrays["rgb"])) or not np.all(np.isfinite(arrays["vggish"])) \
+            or not np.all(np.isfinite(arrays["flow"])):
+        raise InputError(f"{prefix}: features contain NaN or infinity")
+    return Features(**arrays)

@@ -1,0 +1,80 @@
+"""Small synthetic media files for tests, written with PyAV (no ffmpeg binary)."""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+W, H = 320, 240
+
+
+def index_frame(i: int, w: int = W, h: int = H) -> np.ndarray:
+    """An RGB frame whose 8 top blocks spell ``i`` in binary (robust to lossy coding)."""
+    img = np.full((h, w, 3), 64, np.uint8)
+    bw = w // 8
+    for b in range(8):
+        if (i >> b) & 1:
+            img[: h // 3, b * bw:(b + 1) * bw] = 255
+        else:
+            img[: h // 3, b * bw:(b + 1) * bw] = 0
+    img[h // 2:, :, 1] = (i * 5) % 256
+    return img
+
+
+def read_index(frame: np.ndarray) -> int:
+    h, w = frame.shape[:2]
+    bw = w // 8
+    return sum(1 << b for b in range(8) if frame[: h // 3, b * bw:(b + 1) * bw].mean() > 127)
+
+
+def write_video(path: Path, n: int, fps: float = 25, durations_ms: list[int] | None = None,
+                audio: str | None = "aac", seconds_audio: float | None = None,
+                size: tuple[int, int] = (W, H), codec: str = "libx264") -> Path:
+    """``n`` index frames at ``fps`` (or variable: per-frame durations in ms cycling),
+    with an optional audio track (a tone) in ``audio`` codec."""
+    c = av.open(str(path), "w")
+    s = c.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+    s.width, s.height = size
+    s.pix_fmt = "yuv420p"
+    if codec == "libx264":
+        s.options = {"crf": "12", "preset": "ultrafast"}
+    if durations_ms:
+        s.codec_context.time_base = Fraction(1, 1000)
+    a = None
+    if audio:
+        a = c.add_stream(audio, rate=44100 if audio != "libopus" else 48000)
+        a.layout = "stereo"
+    t = 0
+    for i in range(n):
+        f = av.VideoFrame.from_ndarray(index_frame(i, *size), format="rgb24")
+        if durations_ms:
+            f.pts, f.time_base = t, Fraction(1, 1000)
+            t += durations_ms[i % len(durations_ms)]
+        for p in s.encode(f):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    if a is not None:
+        sr = a.rate
+        total = int(sr * (seconds_audio if seconds_audio is not None else n / fps))
+        tt = np.arange(total) / sr
+        wave = (0.3 * np.sin(2 * np.pi * 440 * tt)).astype(np.float32)
+        fmt = a.codec_context.format.name if a.codec_context.format else "fltp"
+        step = a.codec_context.frame_size or 1024
+        pts = 0
+        for k in range(0, total, step):
+            chunk = np.stack([wave[k:k + step]] * 2)
+            if fmt.startswith("s16"):
+                chunk = (chunk * 32767).astype(np.int16)
+            frame = av.AudioFrame.from_ndarray(chunk if fmt.endswith("p") else chunk.T.reshape(1, -1).copy(),
+                                               format=fmt, layout="stereo")
+            frame.sample_rate, frame.pts = sr, pts
+            pts += chunk.shape[1]
+            for p in a.encode(frame):
+                c.mux(p)
+        for p in a.encode():
+            c.mux(p)
+    c.close()
+    return Path(path)

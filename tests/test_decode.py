@@ -1,0 +1,83 @@
+"""Decoding: ffmpeg `fps` filter frame choice, rotation, pixels, bad files."""
+import numpy as np
+import pytest
+
+from davel.errors import InputError
+from extractors.decode import iter_frames, probe, resize_short_side
+from media import read_index, write_video
+
+# Source frame chosen for each 25 fps output frame by `ffmpeg -i X -filter:v fps=fps=25`
+# (ffmpeg 5.1), measured on the files these tests write.
+FFMPEG_30FPS = [0, 1, 2, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18, 19, 20, 22, 23, 24, 25, 26, 28,
+                29, 30, 31, 32, 34, 35, 36, 37, 38, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 52, 53, 54,
+                55, 56, 58, 59]
+FFMPEG_VFR = [0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 21, 21, 23, 24, 25, 26, 27,
+              28, 29, 30, 31, 33, 34, 35, 36, 37, 38, 39, 41, 41, 43, 44, 45, 46, 47, 49, 49, 51, 52, 53,
+              54, 55, 56, 57, 58]
+
+
+def test_30fps_source_gives_ffmpeg_frames(tmp_path):
+    path = write_video(tmp_path / "v30.mp4", 60, fps=30, audio=None)
+    assert [read_index(f) for f in iter_frames(path)] == FFMPEG_30FPS
+
+
+def test_variable_rate_source_gives_ffmpeg_frames(tmp_path):
+    path = write_video(tmp_path / "vfr.mp4", 60, fps=30, durations_ms=[20, 50, 33, 40], audio=None)
+    assert [read_index(f) for f in iter_frames(path)] == FFMPEG_VFR
+
+
+def test_25fps_source_passes_every_frame_with_reference_pixels(fixtures):
+    frames = list(iter_frames(fixtures / "media" / "sample_a.mp4"))
+    assert len(frames) == 200
+    ref = np.load(fixtures / "visual" / "i3d_stacks.npz")
+    crop = np.stack([resize_short_side(f)[16:240, 58:282] for f in frames[56:80]])
+    assert np.array_equal(crop, ref["rgb_in"])  # decoder pixels + PIL resize, bit-exact
+    pair = np.load(fixtures / "visual" / "raft_pair.npz")
+    assert np.array_equal(resize_short_side(frames[110]), pair["frame1"])
+
+
+def test_rotation_metadata_is_applied(fixtures):
+    # rot90.mp4: 320x240 coded, display matrix 90 degrees (made with ffmpeg -metadata:s:v rotate=90);
+    # ffmpeg's autorotate shows it as 240x320.
+    frames = list(iter_frames(fixtures / "media" / "rot90.mp4"))
+    assert frames[0].shape == (320, 240, 3)
+
+
+def test_resize_keeps_reference_geometry():
+    assert resize_short_side(np.zeros((240, 320, 3), np.uint8)).shape == (256, 341, 3)
+    assert resize_short_side(np.zeros((1080, 1920, 3), np.uint8)).shape == (256, 455, 3)
+    assert resize_short_side(np.zeros((320, 240, 3), np.uint8)).shape == (341, 256, 3)
+
+
+def test_probe_facts(fixtures):
+    info = probe(fixtures / "media" / "sample_a.mp4")
+    assert (info.width, info.height, info.source_fps, info.has_audio) == (320, 240, 25.0, True)
+    assert info.duration == pytest.approx(8.0, abs=0.05)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a video at all" * 100])
+def test_garbage_file_is_a_one_line_input_error(tmp_path, content):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(content)
+    with pytest.raises(InputError) as err:
+        list(iter_frames(bad))
+    assert "\n" not in str(err.value)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        probe(tmp_path / "nope.mp4")
+    with pytest.raises(InputError, match="directory"):
+        probe(tmp_path)
+
+
+def test_truncated_file_keeps_what_decodes_or_fails_cleanly(fixtures, tmp_path):
+    data = (fixtures / "media" / "sample_a.mp4").read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    try:
+        frames = list(iter_frames(cut))
+    except InputError as err:
+        assert "\n" not in str(err)
+    else:
+        assert len(frames) < 200

@@ -1,0 +1,281 @@
+"""The weights registry, the local cache, downloads and safe loading.
+
+Every weights file davel uses is described once in ``registry.json`` (source
+URLs, expected hash, original key layout, licence). Files live in a weights
+directory: ``--weights-dir`` if given, else the cache (``$DAVEL_HOME``, else
+the platform cache dir). A directory may hold ``davel-weights.json``, a lock
+that records the sha256 of each file when davel wrote it (download, import,
+stand-in): a file that no longer matches its lock, or a registry hash, is
+refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from davel.errors import WeightsError
+
+LOCK_NAME = "davel-weights.json"
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """One registry entry: a published weights file and how to check it."""
+
+    name: str
+    role: str
+    description: str
+    urls: tuple[str, ...]
+    layout: str
+    format: str
+    licence: str
+    default: bool = False
+    size: int | None = None
+    sha256: str | None = None
+    sha256_prefix: str | None = None
+    git_blob_sha1: str | None = None
+
+    def expected(self) -> str:
+        if self.sha256:
+            return f"sha256 {self.sha256}"
+        if self.sha256_prefix:
+            return f"sha256 {self.sha256_prefix}..."
+        if self.git_blob_sha1:
+            return f"git blob {self.git_blob_sha1}"
+        return "no published hash"
+
+
+@lru_cache(maxsize=1)
+def registry() -> dict[str, WeightSpec]:
+    raw = json.loads(resources.files("weights").joinpath("registry.json").read_text())
+    out = {}
+    for name, entry in raw.items():
+        entry = dict(entry)
+        entry["urls"] = tuple(entry["urls"])
+        out[name] = WeightSpec(name=name, **entry)
+    return out
+
+
+def spec(name: str) -> WeightSpec:
+    try:
+        return registry()[name]
+    except KeyError:
+        known = ", ".join(sorted(registry()))
+        raise WeightsError(f"unknown weights file '{name}' (known: {known})") from None
+
+
+def cache_dir() -> Path:
+    """Where downloaded weights go: ``$DAVEL_HOME``, else the platform cache dir."""
+    home = os.environ.get("DAVEL_HOME")
+    if home:
+        return Path(home).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("davel"))
+
+
+def weights_dir(explicit: str | os.PathLike | None = None) -> Path:
+    return Path(explicit).expanduser() if explicit else cache_dir()
+
+
+# ---------------------------------------------------------------- hashing
+
+
+@lru_cache(maxsize=64)
+def _digests(path: str, mtime_ns: int, size: int) -> tuple[str, str]:
+    sha = hashlib.sha256()
+    blob = hashlib.sha1(f"blob {size}\0".encode())
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha.update(chunk)
+            blob.update(chunk)
+    return sha.hexdigest(), blob.hexdigest()
+
+
+def file_digests(path: Path) -> tuple[str, str]:
+    """(sha256, git blob sha1) of a file, cached per (path, mtime, size)."""
+    st = path.stat()
+    return _digests(str(path), st.st_mtime_ns, st.st_size)
+
+
+def sha256_of(path: Path) -> str:
+    return file_digests(path)[0]
+
+
+def read_lock(directory: Path) -> dict[str, dict]:
+    path = directory / LOCK_NAME
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise WeightsError(f"{path} is not readable JSON: delete it and verify the weights again")
+
+
+def record_in_lock(directory: Path, filename: str, origin: str, **extra: Any) -> None:
+    """Record a file's sha256 in the directory's lock (atomic rewrite)."""
+    lock = read_lock(directory)
+    lock[filename] = {"sha256": sha256_of(directory / filename), "origin": origin, **extra}
+    atomic_write_text(directory / LOCK_NAME, json.dumps(lock, indent=1, sort_keys=True))
+
+
+def check_file(path: Path, registry_spec: WeightSpec | None = None) -> str:
+    """Refuse a file that fails its lock entry or its registry hash; returns its sha256.
+
+    A file recorded in the lock as a stand-in or an imported checkpoint is
+    checked against the lock only: the registry hash describes the published
+    file, not those.
+    """
+    sha, blob = file_digests(path)
+    entry = read_lock(path.parent).get(path.name)
+    if entry is not None and entry.get("sha256") != sha:
+        raise WeightsError(
+            f"{path} fails its hash check (sha256 {sha[:12]}..., recorded {entry.get('sha256', '?')[:12]}...): "
+            f"the file changed after it was written; run `davel weights download {path.name} --force`")
+    if registry_spec is not None and (entry is None or entry.get("origin") == "registry"):
+        bad = ((registry_spec.sha256 and sha != registry_spec.sha256)
+               or (registry_spec.sha256_prefix and not sha.startswith(registry_spec.sha256_prefix))
+               or (registry_spec.git_blob_sha1 and blob != registry_spec.git_blob_sha1))
+        if bad:
+            raise WeightsError(
+                f"{path} fails its hash check (expected {registry_spec.expected()}, got sha256 {sha[:12]}...): "
+                f"run `davel weights download {path.name} --force`")
+    return sha
+
+
+# ---------------------------------------------------------------- locating
+
+
+def locate(name: str, directory: str | os.PathLike | None = None, verify: bool = True) -> Path:
+    """Path of registry file ``name`` in the weights directory, checked.
+
+    A missing file gives one line naming the file, where it comes from and the
+    command that fetches it.
+    """
+    s = spec(name)
+    d = weights_dir(directory)
+    path = d / name
+    if not path.is_file():
+        src = s.urls[0]
+        raise WeightsError(
+            f"missing weights file '{name}' in {d} (source: {src}); "
+            f"fetch it with `davel weights download {name}`"
+            + (f" --weights-dir {d}" if directory else ""))
+    if verify:
+        check_file(path, s)
+    return path
+
+
+def locate_role(role: str, directory: str | os.PathLike | None = None, verify: bool = True) -> Path:
+    """The file for ``role`` (e.g. ``"raft"``): the first registry file of that role
+    present in the directory, default files first; if none is, the default's error."""
+    candidates = sorted((s for s in registry().values() if s.role == role), key=lambda s: not s.default)
+    d = weights_dir(directory)
+    for s in candidates:
+        if (d / s.name).is_file():
+            return locate(s.name, directory, verify)
+    return locate(candidates[0].name, directory, verify)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_state(path: Path, allow_numpy: bool = False) -> Any:
+    """``torch.load(weights_only=True)``; numpy arrays only through an explicit allow-list.
+
+    A file that needs any other pickle code is refused with one line.
+    """
+    try:
+        if allow_numpy:
+            with torch.serialization.safe_globals(_numpy_allow_list()):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported pickle content"
+        raise WeightsError(f"{path} needs pickle code to load and is refused "
+                           f"(only plain tensors are accepted): {first[:160]}") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path} is not a readable weights file ({type(exc).__name__}: "
+                           f"{str(exc).strip().splitlines()[0][:160] if str(exc).strip() else 'empty'})") from None
+
+
+def _numpy_allow_list() -> list:
+    """The numpy globals a pickled ndarray needs, and nothing else."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    dtypes = [type(np.dtype(t)) for t in ("float16", "float32", "float64", "int32", "int64", "uint8")]
+    return [_reconstruct, np.ndarray, np.dtype, *dtypes]
+
+
+# ---------------------------------------------------------------- writing
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def atomic_write(path: Path, writer: Callable, suffix: str = "") -> None:
+    """Write through a temporary file in the same directory, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def download(name: str, directory: str | os.PathLike | None = None, force: bool = False,
+             progress: bool = True) -> Path:
+    """Download registry file ``name`` into the weights directory, checking its hash."""
+    s = spec(name)
+    d = weights_dir(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    dst = d / name
+    if dst.is_file() and not force:
+        check_file(dst, s)
+        return dst
+    errors = []
+    for url in s.urls:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=d)
+        os.close(fd)
+        try:
+            if url.startswith("gdrive:"):
+                import gdown
+
+                if gdown.download(id=url.split(":", 1)[1], output=tmp, quiet=not progress) is None:
+                    raise OSError("Google Drive refused the download")
+            else:
+                torch.hub.download_url_to_file(url, tmp, hash_prefix=s.sha256_prefix, progress=progress)
+            sha, blob = file_digests(Path(tmp))
+            if ((s.sha256 and sha != s.sha256) or (s.sha256_prefix and not sha.startswith(s.sha256_prefix))
+                    or (s.git_blob_sha1 and blob != s.git_blob_sha1)):
+                raise WeightsError(f"downloaded {name} fails its hash check (expected {s.expected()})")
+            os.replace(tmp, dst)
+            record_in_lock(d, name, origin="registry", url=url)
+            return dst
+        except WeightsError:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        except Exception as exc:  # network errors of every kind: try the next source
+            Path(tmp).unlink(missing_ok=True)
+            errors.append(f"{url}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    raise WeightsError(f"could not download {name} ({'; '.join(errors)[:300]})")
