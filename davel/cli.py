@@ -94,9 +94,16 @@ def extract(
     device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
     vggish_pca: bool = typer.Option(False, "--vggish-pca", help="AudioSet PCA + 8-bit output instead of the raw embedding."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo videos whose outputs already exist."),
+    short_side: int = typer.Option(256, "--short-side", help="Frames resized to this shorter side (non-standard if not 256)."),
+    crop: int = typer.Option(224, "--crop", help="Centre crop fed to I3D (non-standard if not 224)."),
+    raft_iterations: int = typer.Option(20, "--raft-iterations", help="RAFT refinement steps (non-standard if not 20)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Extract UnAV-100 features (I3D rgb + flow, VGGish) from raw videos."""
+    """Extract UnAV-100 features (I3D rgb + flow, VGGish) from raw videos.
+
+    The defaults reproduce the published features; --short-side, --crop and
+    --raft-iterations trade faithfulness for speed (for your own training only).
+    """
     from extractors import decode
     from extractors import feature_files
     from extractors.extract import ExtractionSettings, FeatureExtractor
@@ -109,7 +116,14 @@ def extract(
         if p.stem in stems and stems[p.stem] != p:
             fail(f"two videos share the output stem '{p.stem}': {stems[p.stem]} and {p}", 2)
         stems[p.stem] = p
-    extractor = FeatureExtractor(weights_dir, device, ExtractionSettings(vggish_pca=vggish_pca))
+    if not (32 <= crop <= short_side) or raft_iterations < 1:
+        fail("need 32 <= --crop <= --short-side and --raft-iterations >= 1", 2)
+    settings = ExtractionSettings(vggish_pca=vggish_pca, short_side=short_side, crop=crop,
+                                  raft_iterations=raft_iterations)
+    if not settings.is_standard():
+        warn("non-standard sizes/iterations: these features will not match the published "
+             "UnAV-100 features or checkpoints trained on them")
+    extractor = FeatureExtractor(weights_dir, device, settings)
     done = skipped = 0
     failed: list[str] = []
     for path in stems.values():
@@ -156,7 +170,7 @@ def detect(
     from davel import outputs, pipeline
     from davel.labels import read_labels
     from extractors import feature_files
-    from extractors.extract import resolve_device
+    from extractors.devices import resolve_device
 
     inputs: list[tuple[str, Path | str]] = [("video", p) for p in (videos or [])]
     inputs += [("features", f) for f in (features or [])]

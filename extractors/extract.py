@@ -21,6 +21,7 @@ from davel.errors import InputError
 from davel.timebase import I3D_VGGISH
 from extractors import audio as audio_io
 from extractors import decode
+from extractors.devices import resolve_device
 from extractors.feature_files import Features
 from extractors.i3d import load_i3d
 from extractors.raft import FlowEstimator, load_raft
@@ -31,22 +32,22 @@ from weights import store
 FEATURE_VERSION = 1  # bump when a change alters the numbers written
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device} requested but CUDA is not available here")
-    return dev
-
-
 @dataclass
 class ExtractionSettings:
+    """How features are made. The defaults are the published UnAV-100 procedure;
+    other sizes or iteration counts make faster, NON-standard features (fine for
+    experiments and training your own detector, not for the published checkpoints)."""
+
     vggish_pca: bool = False
     raft_iterations: int = 20
+    short_side: int = 256
+    crop: int = 224
     fps: float = I3D_VGGISH.fps
     stride: int = I3D_VGGISH.stride
     window: int = I3D_VGGISH.window
+
+    def is_standard(self) -> bool:
+        return (self.raft_iterations, self.short_side, self.crop) == (20, 256, 224)
 
 
 class FeatureExtractor:
@@ -73,7 +74,8 @@ class FeatureExtractor:
         if windows_per_batch is None:
             windows_per_batch = 8 if dev.type == "cuda" else 1
         self.visual = VisualFeatureExtractor(flow, i3d_rgb, i3d_flow, device=dev,
-                                             windows_per_batch=windows_per_batch)
+                                             windows_per_batch=windows_per_batch,
+                                             short_side=self.settings.short_side, crop=self.settings.crop)
         self.vggish = load_vggish(files["vggish"]).to(dev)
         self.pca = load_pca(files["vggish_pca"]) if self.settings.vggish_pca else None
         self.settings_key = self._settings_key()

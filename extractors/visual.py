@@ -21,8 +21,6 @@ from extractors.flow_transform import crop_offset, quantise_flow
 from extractors.i3d import I3D, flow_to_i3d_input, rgb_to_i3d_input
 from extractors.raft import FlowEstimator, pad_frames
 
-CROP = 224
-SHORT_SIDE = 256
 
 
 class VisualFeatureExtractor:
@@ -30,7 +28,7 @@ class VisualFeatureExtractor:
 
     def __init__(self, flow: FlowEstimator, i3d_rgb: I3D, i3d_flow: I3D,
                  device: torch.device | str = "cpu", timebase: TimeBase = I3D_VGGISH,
-                 windows_per_batch: int = 2):
+                 windows_per_batch: int = 2, short_side: int = 256, crop: int = 224):
         self.flow = flow
         self.i3d_rgb = i3d_rgb
         self.i3d_flow = i3d_flow
@@ -38,6 +36,8 @@ class VisualFeatureExtractor:
         self.stride = timebase.stride
         self.window = timebase.window
         self.windows_per_batch = max(1, windows_per_batch)
+        self.short_side = short_side
+        self.crop = crop
 
     def __call__(self, frames: Iterable[np.ndarray],
                  on_window: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -68,7 +68,7 @@ class VisualFeatureExtractor:
             ready.clear()
 
         for n, frame in enumerate(frames):
-            held.append(resize_short_side(frame, SHORT_SIDE))
+            held.append(resize_short_side(frame, self.short_side))
             if n == next_window * stride + window:  # frame 8k + 24 completes window k
                 ready.append(next_window)
                 next_window += 1
@@ -98,8 +98,9 @@ class VisualFeatureExtractor:
     def _i3d(self, windows: list[int], held: deque, first: int,
              fields: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         h, w = held[0].shape[:2]
-        y, x = crop_offset((h, w), CROP)
-        rgb = np.stack([np.stack([held[i - first][y:y + CROP, x:x + CROP]
+        c = self.crop
+        y, x = crop_offset((h, w), c)
+        rgb = np.stack([np.stack([held[i - first][y:y + c, x:x + c]
                                   for i in range(k * self.stride, k * self.stride + self.window)])
                         for k in windows])  # [B, 24, 224, 224, 3]
         flw = np.stack([np.stack([fields[i] for i in range(k * self.stride, k * self.stride + self.window)])

@@ -1,0 +1,258 @@
+"""UnAV-100 baseline detector (Geng et al., CVPR 2023; ttgeng233/UnAV "LocPointTransformer").
+
+Conv embedding + unimodal transformers -> cross-modal pyramid (audio/visual
+cross-attention at every level, strides 1..32) -> temporal dependency module
+(per-class temporal and co-occurrence attention) -> shared class-aware heads.
+Inference only; module names follow the official checkpoint so its
+``state_dict_ema`` loads strictly once the ``module.`` prefix is dropped.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from davel.detectors.common import (
+    DEFAULT_REGRESSION_RANGE, ChannelLayerNorm, ClsHead, MaskedConv1D, RegHead,
+    TransformerBlock, count_indexed, embed, head_hparams, level_points, padded_length,
+    resize_pos_embd, sinusoid_table, strip_module_prefix, to_detector_output)
+from davel.detectors.output import DetectorOutput
+from davel.errors import InputError, WeightsError
+
+
+class CrossModalPyramid(nn.Module):
+    """UnAV backbone ("convTransformer").
+
+    Inputs ``x_v [B, Cv, L]``, ``x_a [B, Ca, L]``, ``mask [B, 1, L]`` bool.
+    Returns per level ``i`` (``num_cross + 1`` levels): visual and audio
+    features ``[B, D, L / s^i]`` and masks ``[B, 1, L / s^i]``.
+    """
+
+    def __init__(self, in_v: int, in_a: int, n_embd: int, n_head: int, kernel_size: int,
+                 max_len: int, arch: Sequence[int] = (2, 3, 5), scale_factor: int = 2,
+                 with_ln: bool = True, use_abs_pe: bool = True, layer_scale: bool = True) -> None:
+        super().__init__()
+        n_embd_layers, n_stem, n_cross = arch
+        self.use_abs_pe = use_abs_pe
+        if use_abs_pe:
+            self.register_buffer("pos_embd", sinusoid_table(max_len, n_embd) / n_embd ** 0.5,
+                                 persistent=False)
+
+        def stem(n_in: int) -> nn.ModuleList:
+            return nn.ModuleList(MaskedConv1D(n_in if i == 0 else n_embd, n_embd, kernel_size,
+                                              bias=not with_ln) for i in range(n_embd_layers))
+
+        def norms() -> nn.ModuleList:
+            return nn.ModuleList(ChannelLayerNorm(n_embd) if with_ln else nn.Identity()
+                                 for _ in range(n_embd_layers))
+
+        def blocks(count: int, stride: int) -> nn.ModuleList:
+            return nn.ModuleList(TransformerBlock(n_embd, n_head, stride, layer_scale=layer_scale)
+                                 for _ in range(count))
+
+        self.embd_V = stem(in_v)
+        self.embd_A = stem(in_a)
+        self.embd_norm_V = norms()
+        self.embd_norm_A = norms()
+        # arch[1] counts the full-resolution cross-attention as the last stem layer
+        self.self_att_V = blocks(n_stem - 1, 1)
+        self.self_att_A = blocks(n_stem - 1, 1)
+        self.ori_cross_att_Va = TransformerBlock(n_embd, n_head, 1, layer_scale=layer_scale)
+        self.ori_cross_att_Av = TransformerBlock(n_embd, n_head, 1, layer_scale=layer_scale)
+        self.cross_att_Va = blocks(n_cross, scale_factor)
+        self.cross_att_Av = blocks(n_cross, scale_factor)
+
+    def forward(self, x_v: Tensor, x_a: Tensor, mask: Tensor
+                ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        x_v = embed(x_v, mask, self.embd_V, self.embd_norm_V)
+        x_a = embed(x_a, mask, self.embd_A, self.embd_norm_A)
+        if self.use_abs_pe:
+            pe = resize_pos_embd(self.pos_embd, x_v.shape[-1]) * mask.to(x_v.dtype)
+            x_v = x_v + pe
+            x_a = x_a + pe
+        for block_v, block_a in zip(self.self_att_V, self.self_att_A):
+            x_v, _ = block_v(x_v, x_v, mask)
+            x_a, _ = block_a(x_a, x_a, mask)
+
+        # Naming follows the checkpoint: "Va" keeps the visual stream (keys,
+        # values and skip) and queries it with audio; "Av" the reverse.
+        feats_v, feats_a, masks = [], [], []
+        x_va, _ = self.ori_cross_att_Va(x_v, x_a, mask)
+        x_av, _ = self.ori_cross_att_Av(x_a, x_v, mask)
+        feats_v.append(x_va)
+        feats_a.append(x_av)
+        masks.append(mask)
+        for block_va, block_av in zip(self.cross_att_Va, self.cross_att_Av):
+            prev_v, prev_a = feats_v[-1], feats_a[-1]
+            x_v, mask = block_va(prev_v, prev_a, mask)
+            x_a, _ = block_av(prev_a, prev_v, masks[-1])
+            feats_v.append(x_v)
+            feats_a.append(x_a)
+            masks.append(mask)
+        return feats_v, feats_a, masks
+
+
+class DependencyBlock(nn.Module):
+    """Temporal dependency module (TDM), shared across levels.
+
+    Each level's ``[B, D, T]`` features are expanded to ``H`` channels per class
+    (``[B, C, H, T]``); a temporal branch attends along time within each class
+    and a co-occurrence branch attends across classes at each time step; their
+    sum is squeezed back to ``[B, D, T]``. Masks pass through unchanged.
+    """
+
+    def __init__(self, in_channel: int, n_embd: int, kernel_size: int, num_classes: int,
+                 n_head: int = 1, layer_scale: bool = True) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.feature_expand = MaskedConv1D(in_channel, n_embd * num_classes, kernel_size, bias=False)
+        self.cooccur_branch = TransformerBlock(n_embd, n_head, n_hidden=n_embd, layer_scale=layer_scale)
+        self.temporal_branch = TransformerBlock(n_embd, n_head, n_hidden=n_embd, layer_scale=layer_scale)
+        self.feature_squeeze = MaskedConv1D(n_embd * num_classes, in_channel, kernel_size, bias=False)
+
+    def _level(self, x: Tensor, mask: Tensor) -> Tensor:
+        batch, _, length = x.shape
+        n_cls = self.num_classes
+        expanded, mask = self.feature_expand(x, mask)
+        expanded = expanded.relu().view(batch, n_cls, -1, length)
+        hidden = expanded.shape[2]
+
+        # one sequence per (video, class), attention along time
+        temporal, _ = self.temporal_branch(
+            expanded.view(batch * n_cls, hidden, length),
+            expanded.view(batch * n_cls, hidden, length),
+            mask.repeat_interleave(n_cls, dim=0))
+        # one "sequence" per (video, step), attention across classes; a padded
+        # step is switched off as a whole (1-D mask)
+        per_step = expanded.transpose(1, 3).reshape(batch * length, hidden, n_cls)
+        cooccur, _ = self.cooccur_branch(per_step, per_step, mask.flatten())
+        cooccur = cooccur.view(batch, length, hidden, n_cls).transpose(1, 3)
+
+        fused = (temporal.view(batch, n_cls, hidden, length) + cooccur).reshape(batch, -1, length)
+        out, _ = self.feature_squeeze(fused, mask)
+        return out
+
+    def forward(self, feats: Sequence[Tensor], masks: Sequence[Tensor]) -> list[Tensor]:
+        return [self._level(x, m) for x, m in zip(feats, masks)]
+
+
+class UnAVDetector(nn.Module):
+    """UnAV-100 baseline ("LocPointTransformer", convTransformer backbone, TDM, class-aware heads).
+
+    ``forward(feats_v [B, Cv, L], feats_a [B, Ca, L], mask [B, L] bool)`` with
+    ``L = padded_length(T)`` -> :class:`DetectorOutput` on ``len(backbone levels)`` levels.
+    Build from a checkpoint with :meth:`from_state_dict`.
+    """
+
+    model_name = "unav"
+
+    def __init__(self, input_dim_v: int = 2048, input_dim_a: int = 128, embd_dim: int = 512,
+                 n_head: int = 4, num_classes: int = 100, max_seq_len: int = 224,
+                 backbone_arch: Sequence[int] = (2, 3, 5), scale_factor: int = 2,
+                 embd_kernel_size: int = 3, embd_with_ln: bool = True, head_dim: int = 512,
+                 head_num_layers: int = 3, head_kernel_size: int = 3, head_with_ln: bool = True,
+                 class_aware: bool = True, use_dependency: bool = True, dependency_dim: int = 128,
+                 dependency_kernel_size: int = 3, use_abs_pe: bool = True,
+                 layer_scale: bool = True,
+                 regression_range: Sequence[Sequence[float]] = DEFAULT_REGRESSION_RANGE) -> None:
+        super().__init__()
+        num_levels = backbone_arch[-1] + 1
+        if len(regression_range) != num_levels:
+            raise ValueError(f"{len(regression_range)} regression ranges for {num_levels} levels")
+        self.input_dim_v, self.input_dim_a = input_dim_v, input_dim_a
+        self.num_classes = num_classes
+        self.max_seq_len = max_seq_len
+        self.scale_factor = scale_factor
+        self.num_levels = num_levels
+        self.max_div_factor = scale_factor ** (num_levels - 1)
+        self.regression_range = tuple(tuple(r) for r in regression_range)
+        if max_seq_len % self.max_div_factor:
+            raise ValueError(f"max_seq_len {max_seq_len} is not divisible by {self.max_div_factor}")
+
+        self.backbone = CrossModalPyramid(
+            input_dim_v, input_dim_a, embd_dim, n_head, embd_kernel_size, max_seq_len,
+            backbone_arch, scale_factor, embd_with_ln, use_abs_pe, layer_scale)
+        self.dependency_block = (
+            DependencyBlock(2 * embd_dim, dependency_dim, dependency_kernel_size, num_classes,
+                            layer_scale=layer_scale) if use_dependency else None)
+        self.cls_head = ClsHead(2 * embd_dim, head_dim, num_classes, head_num_layers,
+                                head_kernel_size, head_with_ln)
+        self.reg_head = RegHead(2 * embd_dim, head_dim, num_classes, num_levels, head_num_layers,
+                                head_kernel_size, head_with_ln, class_aware)
+
+    def padded_length(self, num_steps: int) -> int:
+        """Length the model runs at for ``num_steps`` feature steps (224, or a multiple of 32 beyond)."""
+        return padded_length(num_steps, self.max_seq_len, self.max_div_factor)
+
+    def forward(self, feats_v: Tensor, feats_a: Tensor, mask: Tensor) -> DetectorOutput:
+        length = feats_v.shape[-1]
+        if length % self.max_div_factor or feats_a.shape[-1] != length or mask.shape[-1] != length:
+            raise InputError(f"inputs must share a length divisible by {self.max_div_factor}, got "
+                             f"{feats_v.shape[-1]}/{feats_a.shape[-1]}/{mask.shape[-1]}")
+        feats_vis, feats_aud, masks = self.backbone(feats_v, feats_a, mask[:, None, :])
+        feats = [torch.cat((v, a), dim=1) for v, a in zip(feats_vis, feats_aud)]
+        if self.dependency_block is not None:
+            feats = self.dependency_block(feats, masks)
+        points = level_points(length, self.num_levels, self.scale_factor, self.regression_range)
+        return to_detector_output(self.cls_head(feats, masks), self.reg_head(feats, masks),
+                                  masks, points)
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, Tensor], n_head: int = 4,
+                        max_seq_len: int = 224, use_abs_pe: bool = True,
+                        regression_range: Sequence[Sequence[float]] | None = None
+                        ) -> "UnAVDetector":
+        """Build and strictly load from a checkpoint state dict (``module.`` prefix optional).
+
+        Sizes come from tensor shapes; what shapes cannot tell (number of heads,
+        max_seq_len and abs. positional embedding, whose table is not saved)
+        defaults to the published UnAV-100 config.
+        """
+        sd = strip_module_prefix(state_dict)
+        try:
+            heads = head_hparams(sd)
+            embd_w = sd["backbone.embd_V.0.conv.weight"]
+            n_cross = count_indexed(sd, "backbone.cross_att_Va")
+            arch = (count_indexed(sd, "backbone.embd_V"),
+                    count_indexed(sd, "backbone.self_att_V") + 1, n_cross)
+            # a stride-s block's query conv has kernel s + 1
+            scale_factor = (sd["backbone.cross_att_Va.0.attn.query_conv.conv.weight"].shape[-1] - 1
+                            if n_cross else 2)
+            use_dependency = "dependency_block.feature_expand.conv.weight" in sd
+            dep_kwargs = {}
+            if use_dependency:
+                dep_kwargs = {
+                    "dependency_dim": sd["dependency_block.cooccur_branch.ln11.weight"].shape[1],
+                    "dependency_kernel_size":
+                        sd["dependency_block.feature_expand.conv.weight"].shape[-1],
+                }
+        except KeyError as err:
+            raise WeightsError(f"not an UnAV detector checkpoint (missing {err.args[0]})") from None
+        levels = n_cross + 1
+        if regression_range is None:
+            if levels != len(DEFAULT_REGRESSION_RANGE):
+                raise WeightsError(f"UnAV checkpoint has {levels} pyramid levels; "
+                                   f"regression ranges are known for {len(DEFAULT_REGRESSION_RANGE)}")
+            regression_range = DEFAULT_REGRESSION_RANGE
+        if heads["fpn_levels"] != levels:
+            raise WeightsError(f"UnAV checkpoint: {heads['fpn_levels']} head scales for {levels} levels")
+        model = cls(
+            input_dim_v=embd_w.shape[1], input_dim_a=sd["backbone.embd_A.0.conv.weight"].shape[1],
+            embd_dim=embd_w.shape[0], n_head=n_head, num_classes=heads["num_classes"],
+            max_seq_len=max_seq_len, backbone_arch=arch, scale_factor=scale_factor,
+            embd_kernel_size=embd_w.shape[-1], embd_with_ln="backbone.embd_norm_V.0.weight" in sd,
+            head_dim=heads["feat_dim"], head_num_layers=heads["num_layers"],
+            head_kernel_size=heads["kernel_size"], head_with_ln=heads["with_ln"],
+            class_aware=heads["class_aware"], use_dependency=use_dependency,
+            use_abs_pe=use_abs_pe,
+            layer_scale="backbone.ori_cross_att_Va.drop_path_attn.scale" in sd,
+            regression_range=regression_range, **dep_kwargs)
+        try:
+            model.load_state_dict(sd, strict=True)
+        except RuntimeError as err:
+            detail = " ".join(line.strip() for line in str(err).strip().splitlines()[1:3])
+            if len(detail) > 300:
+                detail = detail[:297] + "..."
+            raise WeightsError(f"UnAV checkpoint does not match the model layout: {detail}") from None
+        return model.eval()

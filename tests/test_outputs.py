@@ -1,0 +1,78 @@
+"""Result writers and class-name files."""
+import csv
+import io
+import json
+
+import pytest
+
+from davel.errors import InputError
+from davel.labels import label_name, read_labels
+from davel.outputs import FORMATS, ResultSink, format_from_path, render
+from davel.windows import window_starts
+
+RESULT = {"video": "a.mp4", "duration": 10.0, "model": "unav",
+          "checkpoint": {"name": "x.pth", "sha256": "0" * 64},
+          "events": [{"label": "dog barking", "label_id": 3, "start": 1.25, "end": 4.5, "score": 0.9},
+                     {"label": "car horn", "label_id": 7, "start": 0.0, "end": 2.0, "score": 0.4}]}
+
+
+def test_json_single_and_jsonl_many():
+    assert json.loads(render([RESULT], "json"))["video"] == "a.mp4"
+    lines = render([RESULT, {**RESULT, "video": "b.mp4"}], "jsonl").splitlines()
+    assert [json.loads(l)["video"] for l in lines] == ["a.mp4", "b.mp4"]
+
+
+def test_csv_rows():
+    rows = list(csv.DictReader(io.StringIO(render([RESULT], "csv"))))
+    assert rows[0]["label"] == "dog barking" and float(rows[0]["start"]) == 1.25 and len(rows) == 2
+
+
+def test_srt_and_vtt_cues_in_time_order():
+    srt = render([RESULT], "srt")
+    assert srt.startswith("1\n00:00:00,000 --> 00:00:02,000\ncar horn (0.40)\n")
+    assert "00:00:01,250 --> 00:00:04,500\ndog barking (0.90)" in srt
+    vtt = render([RESULT], "vtt")
+    assert vtt.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:02.000\ncar horn (0.40)")
+
+
+def test_format_from_extension():
+    assert format_from_path("x.srt") == "srt" and format_from_path("-") == "json"
+    assert format_from_path("events.out", "jsonl") == "jsonl"
+    assert set(FORMATS) == {"json", "jsonl", "csv", "srt", "vtt"}
+
+
+def test_sink_streams_jsonl_and_writes_files_atomically(tmp_path):
+    out = io.StringIO()
+    sink = ResultSink(None, "jsonl", stream=out)
+    sink.add(RESULT)
+    assert json.loads(out.getvalue())["video"] == "a.mp4"  # streamed before close
+    path = tmp_path / "r.json"
+    path.write_text("earlier")
+    sink = ResultSink(str(path), "json")
+    sink.add(RESULT)
+    assert path.read_text() == "earlier"  # nothing written until the end
+    sink.close()
+    assert json.loads(path.read_text())["events"][0]["label"] == "dog barking"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_labels_from_annotation_json_and_text(fixtures, tmp_path):
+    names = read_labels(fixtures / "detector" / "map_gt.json")
+    assert names[25] == "playing guitar" and names[7] == "car horn"
+    txt = tmp_path / "names.txt"
+    txt.write_text("a\nb\n\nc\n")
+    assert read_labels(txt) == ["a", "b", "c"]
+    assert label_name(None, 5) == "class_5" and label_name(["x"], 3) == "class_3"
+    with pytest.raises(InputError):
+        read_labels(tmp_path / "missing.txt")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(InputError):
+        read_labels(bad)
+
+
+def test_windows_cover_everything_with_overlap():
+    assert window_starts(100, 224) == [0]
+    s = window_starts(1000, 224)
+    assert s[0] == 0 and s[-1] == 1000 - 224
+    assert all(b - a <= 112 for a, b in zip(s, s[1:]))
