@@ -14,7 +14,7 @@ def _private_davel_home(tmp_path_factory):
     mp.undo()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def fixtures() -> Path:
     return FIXTURES
 
