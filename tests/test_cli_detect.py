@@ -80,7 +80,7 @@ def one_line_error(res, *needles):
         assert n in err[-1], err[-1]
 
 
-@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv", "srt", "vtt"])
+@pytest.mark.parametrize("fmt", ["json", "csv", "srt", "vtt"])  # jsonl: the several-inputs test
 def test_every_output_format(fmt, checkpoints, feature_dir, tmp_path):
     out = tmp_path / f"events.{fmt}"
     res = runner.invoke(app, ["detect", "--features", str(feature_dir / "a"), "--checkpoint",

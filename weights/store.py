@@ -93,24 +93,29 @@ def weights_dir(explicit: str | os.PathLike | None = None) -> Path:
 
 
 @lru_cache(maxsize=64)
-def _digests(path: str, mtime_ns: int, size: int) -> tuple[str, str]:
-    sha = hashlib.sha256()
-    blob = hashlib.sha1(f"blob {size}\0".encode())
+def _digest(path: str, mtime_ns: int, size: int, algo: str) -> str:
+    h = hashlib.sha1(f"blob {size}\0".encode()) if algo == "git-blob" else hashlib.new(algo)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
-            sha.update(chunk)
-            blob.update(chunk)
-    return sha.hexdigest(), blob.hexdigest()
+            h.update(chunk)
+    return h.hexdigest()
 
 
-def file_digests(path: Path) -> tuple[str, str]:
-    """(sha256, git blob sha1) of a file, cached per (path, mtime, size)."""
-    st = path.stat()
-    return _digests(str(path), st.st_mtime_ns, st.st_size)
+def digest(path: Path, algo: str = "sha256") -> str:
+    """``sha256`` or ``git-blob`` (git's blob id) of a file, cached per (path, mtime, size)."""
+    st = Path(path).stat()
+    return _digest(str(path), st.st_mtime_ns, st.st_size, algo)
 
 
 def sha256_of(path: Path) -> str:
-    return file_digests(path)[0]
+    return digest(path, "sha256")
+
+
+def _fails_registry_hash(path: Path, s: WeightSpec) -> bool:
+    sha = sha256_of(path)
+    return bool((s.sha256 and sha != s.sha256)
+                or (s.sha256_prefix and not sha.startswith(s.sha256_prefix))
+                or (s.git_blob_sha1 and digest(path, "git-blob") != s.git_blob_sha1))
 
 
 def read_lock(directory: Path) -> dict[str, dict]:
@@ -137,17 +142,14 @@ def check_file(path: Path, registry_spec: WeightSpec | None = None) -> str:
     checked against the lock only: the registry hash describes the published
     file, not those.
     """
-    sha, blob = file_digests(path)
+    sha = sha256_of(path)
     entry = read_lock(path.parent).get(path.name)
     if entry is not None and entry.get("sha256") != sha:
         raise WeightsError(
             f"{path} fails its hash check (sha256 {sha[:12]}..., recorded {entry.get('sha256', '?')[:12]}...): "
             f"the file changed after it was written; run `davel weights download {path.name} --force`")
     if registry_spec is not None and (entry is None or entry.get("origin") == "registry"):
-        bad = ((registry_spec.sha256 and sha != registry_spec.sha256)
-               or (registry_spec.sha256_prefix and not sha.startswith(registry_spec.sha256_prefix))
-               or (registry_spec.git_blob_sha1 and blob != registry_spec.git_blob_sha1))
-        if bad:
+        if _fails_registry_hash(path, registry_spec):
             raise WeightsError(
                 f"{path} fails its hash check (expected {registry_spec.expected()}, got sha256 {sha[:12]}...): "
                 f"run `davel weights download {path.name} --force`")
@@ -265,9 +267,7 @@ def download(name: str, directory: str | os.PathLike | None = None, force: bool 
                     raise OSError("Google Drive refused the download")
             else:
                 torch.hub.download_url_to_file(url, tmp, hash_prefix=s.sha256_prefix, progress=progress)
-            sha, blob = file_digests(Path(tmp))
-            if ((s.sha256 and sha != s.sha256) or (s.sha256_prefix and not sha.startswith(s.sha256_prefix))
-                    or (s.git_blob_sha1 and blob != s.git_blob_sha1)):
+            if _fails_registry_hash(Path(tmp), s):
                 raise WeightsError(f"downloaded {name} fails its hash check (expected {s.expected()})")
             os.replace(tmp, dst)
             record_in_lock(d, name, origin="registry", url=url)

@@ -7,6 +7,7 @@ The model kind and every size the tensors reveal are read from the weights.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 from pathlib import Path
@@ -23,6 +24,22 @@ _CCNET_MARKERS = ("MTGC_block.", "backbone.ori_CMI_Visual.", "backbone.visual_TC
 _UNAV_MARKERS = ("dependency_block.", "backbone.ori_cross_att_Va.")
 _LABELS = {"unav": "UnAV", "ccnet": "CCNet"}
 _INPUT_KEYS = ("backbone.embd_V.0.conv.weight", "backbone.embd_A.0.conv.weight")
+
+
+@contextlib.contextmanager
+def skip_weight_init():
+    """Build modules without random initialisation: every weight is about to be
+    overwritten by the checkpoint, and initialising a 100M+ parameter detector on
+    CPU costs seconds. (The same trick as transformers' ``no_init_weights``.)"""
+    names = [n for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(nn.init, n, fn)
 
 
 def _read(path: Path) -> tuple[Any, str]:
@@ -91,7 +108,8 @@ def load_detector(path_or_dict: str | Path | Mapping[str, Any],
 
     if kind == "unav":
         from davel.detectors.unav import UnAVDetector
-        model = UnAVDetector.from_state_dict(sd)
+        with skip_weight_init():
+            model = UnAVDetector.from_state_dict(sd)
     else:
         try:
             from davel.detectors.ccnet import CCNetDetector
@@ -99,7 +117,8 @@ def load_detector(path_or_dict: str | Path | Mapping[str, Any],
             if err.name != "davel.detectors.ccnet":
                 raise
             raise WeightsError("CCNet checkpoints are not supported by this davel build") from None
-        model = CCNetDetector.from_state_dict(sd)
+        with skip_weight_init():
+            model = CCNetDetector.from_state_dict(sd)
 
     info = {
         "model": kind,
