@@ -1,0 +1,259 @@
+"""CCNet detector (Zhou et al., AAAI 2025; zzhhfut/CCNet-AAAI2025 "CCNet_base_TCG_Transformer").
+
+Conv embedding + unimodal transformers -> CMCC pyramid (cross-modal
+interaction + temporal-consistency gates, strides 1..32) -> MTGC block
+(coarse-to-fine, per-class dependency branches, fine-to-coarse) -> shared
+class-aware heads. Module names follow the official checkpoint, so its
+``state_dict_ema`` loads strictly once the ``module.`` prefix is dropped.
+
+The MTGC block has Linear layers over time sized from ``max_seq_len``: the
+model runs exactly ``max_seq_len`` steps (shorter videos are padded, longer
+ones must be windowed by the caller).
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from davel.detectors.cmcc import cmcc_layer, gate_list
+from davel.detectors.common import (
+    DEFAULT_REGRESSION_RANGE, ChannelLayerNorm, ClsHead, MaskedConv1D, RegHead,
+    TransformerBlock, count_indexed, embed, head_hparams, level_points, resize_pos_embd,
+    sinusoid_table, strip_module_prefix, to_detector_output)
+from davel.detectors.mtgc import MTGCBlock
+from davel.detectors.output import DetectorOutput
+from davel.errors import InputError, WeightsError
+
+# The MTGC block halves the length between levels whatever the config says.
+SCALE_FACTOR = 2
+
+
+class SequenceLengthError(InputError, ValueError):
+    """The input does not have the one length a CCNet model can run."""
+
+
+class CCNetBackbone(nn.Module):
+    """Embedding, unimodal transformers and the CMCC pyramid (official backbone naming).
+
+    ``forward(x_v [B, Cv, L], x_a [B, Ca, L], mask [B, 1, L] bool)`` returns,
+    per level ``k`` (``arch[2] + 1`` levels), visual and audio features
+    ``[B, D, L / 2^k]`` and masks ``[B, 1, L / 2^k]``.
+    ``arch`` = (embedding convs, unimodal blocks, strided CMCC layers).
+    """
+
+    def __init__(self, in_v: int, in_a: int, n_embd: int, n_head: int, kernel_size: int,
+                 max_len: int, arch: Sequence[int] = (2, 2, 5), with_ln: bool = True,
+                 layer_scale: bool = True) -> None:
+        super().__init__()
+        n_embd_layers, n_unimodal, n_cross = arch
+        self.max_len, self.n_embd = max_len, n_embd
+        self.register_buffer("pos_embd", torch.empty(1, n_embd, max_len), persistent=False)
+        self.reset_buffers()
+
+        def stem(n_in: int) -> nn.ModuleList:
+            return nn.ModuleList(MaskedConv1D(n_in if i == 0 else n_embd, n_embd, kernel_size,
+                                              bias=not with_ln) for i in range(n_embd_layers))
+
+        def norms() -> nn.ModuleList:
+            return nn.ModuleList(ChannelLayerNorm(n_embd) if with_ln else nn.Identity()
+                                 for _ in range(n_embd_layers))
+
+        def blocks(count: int, stride: int) -> nn.ModuleList:
+            return nn.ModuleList(TransformerBlock(n_embd, n_head, stride, layer_scale=layer_scale)
+                                 for _ in range(count))
+
+        self.embd_V = stem(in_v)
+        self.embd_A = stem(in_a)
+        self.embd_norm_V = norms()
+        self.embd_norm_A = norms()
+        self.self_att_V = blocks(n_unimodal, 1)
+        self.self_att_A = blocks(n_unimodal, 1)
+        # CMCC layer 0 at full resolution, then one strided layer per level.
+        # "CMI_Visual" keeps the visual stream and queries it with audio.
+        self.ori_CMI_Visual = TransformerBlock(n_embd, n_head, 1, layer_scale=layer_scale)
+        self.ori_CMI_Audio = TransformerBlock(n_embd, n_head, 1, layer_scale=layer_scale)
+        self.CMI_Visual = blocks(n_cross, SCALE_FACTOR)
+        self.CMI_Audio = blocks(n_cross, SCALE_FACTOR)
+        # visual_TCG gates the audio stream, audio_TCG the visual one
+        self.visual_TCG = gate_list(n_embd, n_head, n_cross + 1, SCALE_FACTOR)
+        self.audio_TCG = gate_list(n_embd, n_head, n_cross + 1, SCALE_FACTOR)
+
+    def reset_buffers(self, device: torch.device | str | None = None) -> None:
+        """(Re)compute the positional table, which checkpoints do not store."""
+        table = sinusoid_table(self.max_len, self.n_embd) / self.n_embd ** 0.5
+        self.pos_embd = table.to(device or self.pos_embd.device)
+
+    def forward(self, x_v: Tensor, x_a: Tensor, mask: Tensor
+                ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        x_v = embed(x_v, mask, self.embd_V, self.embd_norm_V)
+        x_a = embed(x_a, mask, self.embd_A, self.embd_norm_A)
+        pe = resize_pos_embd(self.pos_embd, x_v.shape[-1]) * mask.to(x_v.dtype)
+        x_v = x_v + pe
+        x_a = x_a + pe
+        for block_v, block_a in zip(self.self_att_V, self.self_att_A):
+            x_v, _ = block_v(x_v, x_v, mask)
+            x_a, _ = block_a(x_a, x_a, mask)
+
+        cmi_v = [self.ori_CMI_Visual, *self.CMI_Visual]
+        cmi_a = [self.ori_CMI_Audio, *self.CMI_Audio]
+        feats_v, feats_a, masks = [], [], []
+        for level in range(len(cmi_v)):
+            x_v, x_a, mask = cmcc_layer(cmi_v[level], cmi_a[level], self.audio_TCG[level],
+                                        self.visual_TCG[level], x_v, x_a, mask)
+            feats_v.append(x_v)
+            feats_a.append(x_a)
+            masks.append(mask)
+        return feats_v, feats_a, masks
+
+
+class CCNetDetector(nn.Module):
+    """CCNet (CMCC backbone, MTGC block, class-aware heads).
+
+    ``forward(feats_v [B, Cv, L], feats_a [B, Ca, L], mask [B, L] bool)`` with
+    ``L = max_seq_len`` -> :class:`DetectorOutput` with ``arch[2] + 1`` levels;
+    ``points`` always have ``max_seq_len / 2^k`` rows. Other lengths raise
+    :class:`SequenceLengthError` (an :class:`InputError` and a ``ValueError``).
+    Build from a checkpoint with :meth:`from_state_dict`.
+    """
+
+    model_name = "ccnet"
+
+    def __init__(self, input_dim_v: int = 2048, input_dim_a: int = 128, embd_dim: int = 512,
+                 n_head: int = 4, num_classes: int = 100, max_seq_len: int = 224,
+                 backbone_arch: Sequence[int] = (2, 2, 5), embd_kernel_size: int = 3,
+                 embd_with_ln: bool = True, head_dim: int = 512, head_num_layers: int = 3,
+                 head_kernel_size: int = 3, head_with_ln: bool = True, class_aware: bool = True,
+                 mtgc_dim: int = 128, mtgc_kernel_size: int = 3, use_channel_att: bool = True,
+                 layer_scale: bool = True, cls_prior_prob: float = 0.01,
+                 regression_range: Sequence[Sequence[float]] = DEFAULT_REGRESSION_RANGE) -> None:
+        super().__init__()
+        num_levels = backbone_arch[-1] + 1
+        if len(regression_range) != num_levels:
+            raise ValueError(f"{len(regression_range)} regression ranges for {num_levels} levels")
+        self.input_dim_v, self.input_dim_a = input_dim_v, input_dim_a
+        self.num_classes = num_classes
+        self.max_seq_len = max_seq_len
+        self.num_levels = num_levels
+        self.regression_range = tuple(tuple(r) for r in regression_range)
+        if max_seq_len % SCALE_FACTOR ** (num_levels - 1):
+            raise ValueError(f"max_seq_len {max_seq_len} is not divisible by "
+                             f"{SCALE_FACTOR ** (num_levels - 1)}")
+
+        self.backbone = CCNetBackbone(input_dim_v, input_dim_a, embd_dim, n_head, embd_kernel_size,
+                                      max_seq_len, backbone_arch, embd_with_ln, layer_scale)
+        self.MTGC_block = MTGCBlock(2 * embd_dim, mtgc_dim, mtgc_kernel_size, max_seq_len,
+                                    num_classes, num_levels, use_channel_att=use_channel_att,
+                                    layer_scale=layer_scale)
+        self.cls_head = ClsHead(2 * embd_dim, head_dim, num_classes, head_num_layers,
+                                head_kernel_size, head_with_ln)
+        self.reg_head = RegHead(2 * embd_dim, head_dim, num_classes, num_levels, head_num_layers,
+                                head_kernel_size, head_with_ln, class_aware)
+        self._init_like_original(cls_prior_prob)
+
+    @torch.no_grad()
+    def _init_like_original(self, prior_prob: float) -> None:
+        """Fresh-model initialisation of the official code (what training starts from):
+        zero biases, classifier bias at the prior probability. Loading weights overrides it."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Conv1d)) and module.bias is not None:
+                module.bias.zero_()
+        self.cls_head.cls_head.conv.bias.fill_(-math.log((1 - prior_prob) / prior_prob))
+
+    def padded_length(self, num_steps: int) -> int:
+        """Length the model runs at: always ``max_seq_len``; longer inputs must be windowed."""
+        if num_steps > self.max_seq_len:
+            raise SequenceLengthError(
+                f"CCNet runs at most {self.max_seq_len} feature steps per pass, got {num_steps}: "
+                f"split longer inputs into windows")
+        return self.max_seq_len
+
+    def forward(self, feats_v: Tensor, feats_a: Tensor, mask: Tensor) -> DetectorOutput:
+        length = feats_v.shape[-1]
+        if length != self.max_seq_len or feats_a.shape[-1] != length or mask.shape[-1] != length:
+            raise SequenceLengthError(
+                f"CCNet inputs must be padded to exactly {self.max_seq_len} steps, got "
+                f"{feats_v.shape[-1]}/{feats_a.shape[-1]}/{mask.shape[-1]}")
+        feats_vis, feats_aud, masks = self.backbone(feats_v, feats_a, mask[:, None, :])
+        feats = [torch.cat((v, a), dim=1) for v, a in zip(feats_vis, feats_aud)]
+        feats = self.MTGC_block(feats, masks)
+        points = level_points(self.max_seq_len, self.num_levels, SCALE_FACTOR,
+                              self.regression_range)
+        return to_detector_output(self.cls_head(feats, masks), self.reg_head(feats, masks),
+                                  masks, points)
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, Tensor], n_head: int = 4,
+                        regression_range: Sequence[Sequence[float]] | None = None
+                        ) -> "CCNetDetector":
+        """Build and strictly load from a checkpoint state dict (``module.`` prefix optional).
+
+        The model's parameters ARE the given tensors (no copy): clone the
+        state dict first if it will be modified elsewhere.
+
+        Sizes, depths and ``max_seq_len`` come from tensor shapes; the number
+        of backbone attention heads (not visible in the weights) defaults to
+        the published config's 4.
+        """
+        sd = strip_module_prefix(state_dict)
+        try:
+            heads = head_hparams(sd)
+            embd_w = sd["backbone.embd_V.0.conv.weight"]
+            n_cross = count_indexed(sd, "backbone.CMI_Visual")
+            arch = (count_indexed(sd, "backbone.embd_V"), count_indexed(sd, "backbone.self_att_V"),
+                    n_cross)
+            if n_cross:
+                # a stride-s block's query conv has kernel s + 1
+                stride = sd["backbone.CMI_Visual.0.attn.query_conv.conv.weight"].shape[-1] - 1
+                if stride != SCALE_FACTOR:
+                    raise WeightsError(f"CCNet checkpoint has pyramid stride {stride}; "
+                                       f"the MTGC block only supports {SCALE_FACTOR}")
+            use_channel_att = "MTGC_block.feature_tem_press.conv.weight" in sd
+            # Linear layers over time reveal the length the model was built for
+            max_seq_len = (sd["MTGC_block.C2F_linear.0.weight"].shape[0] if n_cross
+                           else sd["MTGC_block.feature_tem_block.0.weight"].shape[1])
+            mtgc_kwargs = {
+                "mtgc_dim": sd["MTGC_block.cooccur_branch.ln11.weight"].shape[1],
+                "mtgc_kernel_size": sd["MTGC_block.feature_expand.conv.weight"].shape[-1],
+                "use_channel_att": use_channel_att,
+            }
+        except KeyError as err:
+            raise WeightsError(f"not a CCNet detector checkpoint (missing {err.args[0]})") from None
+        levels = n_cross + 1
+        if regression_range is None:
+            if levels != len(DEFAULT_REGRESSION_RANGE):
+                raise WeightsError(f"CCNet checkpoint has {levels} pyramid levels; "
+                                   f"regression ranges are known for {len(DEFAULT_REGRESSION_RANGE)}")
+            regression_range = DEFAULT_REGRESSION_RANGE
+        if heads["fpn_levels"] != levels:
+            raise WeightsError(f"CCNet checkpoint: {heads['fpn_levels']} head scales "
+                               f"for {levels} levels")
+        if max_seq_len % SCALE_FACTOR ** (levels - 1):
+            raise WeightsError(f"CCNet checkpoint built for {max_seq_len} steps, which "
+                               f"{levels} pyramid levels cannot halve evenly")
+        # Built on the meta device and given the checkpoint's own tensors:
+        # no random init of ~235M parameters, no second copy in memory.
+        with torch.device("meta"):
+            model = cls(
+                input_dim_v=embd_w.shape[1],
+                input_dim_a=sd["backbone.embd_A.0.conv.weight"].shape[1],
+                embd_dim=embd_w.shape[0], n_head=n_head, num_classes=heads["num_classes"],
+                max_seq_len=max_seq_len, backbone_arch=arch, embd_kernel_size=embd_w.shape[-1],
+                embd_with_ln="backbone.embd_norm_V.0.weight" in sd, head_dim=heads["feat_dim"],
+                head_num_layers=heads["num_layers"], head_kernel_size=heads["kernel_size"],
+                head_with_ln=heads["with_ln"], class_aware=heads["class_aware"],
+                layer_scale="backbone.ori_CMI_Visual.drop_path_attn.scale" in sd,
+                regression_range=regression_range, **mtgc_kwargs)
+        try:
+            model.load_state_dict(sd, strict=True, assign=True)
+        except RuntimeError as err:
+            detail = " ".join(line.strip() for line in str(err).strip().splitlines()[1:3])
+            if len(detail) > 300:
+                detail = detail[:297] + "..."
+            raise WeightsError(
+                f"CCNet checkpoint does not match the model layout: {detail}") from None
+        model.backbone.reset_buffers(embd_w.device)
+        model.MTGC_block.reset_buffers(embd_w.device)
+        return model.eval()
