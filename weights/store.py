@@ -207,7 +207,7 @@ def load_state(path: Path, allow_numpy: bool = False) -> Any:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported pickle content"
         raise WeightsError(f"{path} needs pickle code to load and is refused "
                            f"(only plain tensors are accepted): {first[:160]}") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # torch's safe unpickler raises assorted types on non-checkpoints
         raise WeightsError(f"{path} is not a readable weights file ({type(exc).__name__}: "
                            f"{str(exc).strip().splitlines()[0][:160] if str(exc).strip() else 'empty'})") from None
 
@@ -221,7 +221,8 @@ def _numpy_allow_list() -> list:
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import _reconstruct
     dtypes = [type(np.dtype(t)) for t in ("float16", "float32", "float64", "int32", "int64", "uint8")]
-    return [_reconstruct, np.ndarray, np.dtype, *dtypes]
+    # Arrays pickled under numpy 1.x name the rebuild function by its old module path.
+    return [_reconstruct, (_reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype, *dtypes]
 
 
 # ---------------------------------------------------------------- writing
