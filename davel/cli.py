@@ -33,6 +33,16 @@ def warn(message: str) -> None:
     typer.echo(f"davel: warning: {message}", err=True)
 
 
+def one_line(exc: BaseException) -> str:
+    """A user-facing line for an exception: DavelError text as is, anything else labelled."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, DavelError):
+        return text or type(exc).__name__
+    if os.environ.get("DAVEL_DEBUG"):
+        raise exc
+    return f"unexpected {type(exc).__name__}: {text[:200]} (set DAVEL_DEBUG=1 for details)"
+
+
 def user_errors(fn: Callable) -> Callable:
     """Run a command; DavelError (and anything unexpected) -> one line, exit 1."""
 
@@ -42,15 +52,10 @@ def user_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
-        except DavelError as exc:
-            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         except KeyboardInterrupt:
             fail("interrupted", 130)
         except Exception as exc:  # noqa: BLE001 - last line of defence: never a traceback
-            if os.environ.get("DAVEL_DEBUG"):
-                raise
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            fail(f"unexpected {type(exc).__name__}: {text[:200]} (set DAVEL_DEBUG=1 for details)")
+            fail(one_line(exc))
 
     return wrapper
 
@@ -116,8 +121,9 @@ def extract(
         if p.stem in stems and stems[p.stem] != p:
             fail(f"two videos share the output stem '{p.stem}': {stems[p.stem]} and {p}", 2)
         stems[p.stem] = p
-    if not (32 <= crop <= short_side) or raft_iterations < 1:
-        fail("need 32 <= --crop <= --short-side and --raft-iterations >= 1", 2)
+    if short_side < 128 or not (32 <= crop <= short_side) or raft_iterations < 1:
+        fail("need --short-side >= 128 (RAFT's smallest input), 32 <= --crop <= --short-side "
+             "and --raft-iterations >= 1", 2)
     settings = ExtractionSettings(vggish_pca=vggish_pca, short_side=short_side, crop=crop,
                                   raft_iterations=raft_iterations)
     if not settings.is_standard():
@@ -137,9 +143,9 @@ def extract(
                 feats = extractor.extract(path, on_window=bar.update, warn=warn)
             feature_files.write(out, path.stem, feats, feats.meta)
             done += 1
-        except DavelError as exc:
+        except Exception as exc:  # noqa: BLE001 - one bad video must not stop the batch
             failed.append(str(path))
-            typer.echo(f"davel: error: {str(exc).splitlines()[0]}", err=True)
+            typer.echo(f"davel: error: {one_line(exc)}", err=True)
     summary = f"extracted {done}, skipped {skipped} (already done), failed {len(failed)}"
     typer.echo(summary, err=True)
     if failed:
@@ -208,9 +214,9 @@ def detect(
                 name = str(item)
             result = pipeline.detect_features(det, feats, dur, top_k=top_k, min_score=min_score)
             sink.add({"video": name, **result})
-        except DavelError as exc:
+        except Exception as exc:  # noqa: BLE001 - one bad input must not stop the others
             failed += 1
-            typer.echo(f"davel: error: {str(exc).splitlines()[0]}", err=True)
+            typer.echo(f"davel: error: {one_line(exc)}", err=True)
     sink.close()
     if failed:
         raise typer.Exit(1)
@@ -304,6 +310,11 @@ def weights_import(
 
     path = import_checkpoint(checkpoint, name, labels, origin)
     typer.echo(f"stored as {path}; use `davel detect --model {name}`")
+
+
+from davel.cli_train import eval_command, train_command  # noqa: E402
+app.command("train")(train_command)
+app.command("eval")(eval_command)
 
 
 if __name__ == "__main__":

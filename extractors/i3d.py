@@ -142,7 +142,10 @@ class I3D(nn.Module):
         # Children were registered in execution order; the classifier comes last.
         for name, module in self.named_children():
             if name == "avg_pool":
-                return module(x)
+                # Crops under 224 (the fast non-standard sizes) leave less than 7x7:
+                # pool over what is there; at 224 this is the original (2, 7, 7) pool.
+                kernel = tuple(min(k, n) for k, n in zip(module.kernel_size, x.shape[-3:]))
+                return F.avg_pool3d(x, kernel, module.stride)
             x = module(x)
         raise AssertionError("unreachable")
 

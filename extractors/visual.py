@@ -90,7 +90,7 @@ class VisualFeatureExtractor:
         padded = pad_frames(frames.permute(0, 3, 1, 2).float())
         index = torch.tensor(need) - need[0]
         flow = self.flow(padded[index], padded[index + 1])  # [P, 2, Hp, Wp]
-        quantised = quantise_flow(flow.cpu()).numpy()
+        quantised = quantise_flow(flow.cpu(), self.crop).numpy()
         for j, i in enumerate(need):
             fields[i] = quantised[j]
 
