@@ -102,12 +102,14 @@ def extract(
     short_side: int = typer.Option(256, "--short-side", help="Frames resized to this shorter side (non-standard if not 256)."),
     crop: int = typer.Option(224, "--crop", help="Centre crop fed to I3D (non-standard if not 224)."),
     raft_iterations: int = typer.Option(20, "--raft-iterations", help="RAFT refinement steps (non-standard if not 20)."),
+    no_flow: bool = typer.Option(False, "--no-flow", help="Skip optical flow (flow features written as zeros): fast, non-standard."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Extract UnAV-100 features (I3D rgb + flow, VGGish) from raw videos.
 
-    The defaults reproduce the published features; --short-side, --crop and
-    --raft-iterations trade faithfulness for speed (for your own training only).
+    The defaults reproduce the published features; --short-side, --crop,
+    --raft-iterations and --no-flow trade faithfulness for speed (for your own
+    training and experiments only).
     """
     from extractors import decode
     from extractors import feature_files
@@ -125,7 +127,7 @@ def extract(
         fail("need --short-side >= 128 (RAFT's smallest input), 32 <= --crop <= --short-side "
              "and --raft-iterations >= 1", 2)
     settings = ExtractionSettings(vggish_pca=vggish_pca, short_side=short_side, crop=crop,
-                                  raft_iterations=raft_iterations)
+                                  raft_iterations=raft_iterations, flow=not no_flow)
     if not settings.is_standard():
         warn("non-standard sizes/iterations: these features will not match the published "
              "UnAV-100 features or checkpoints trained on them")

@@ -39,6 +39,7 @@ class ExtractionSettings:
     experiments and training your own detector, not for the published checkpoints)."""
 
     vggish_pca: bool = False
+    flow: bool = True
     raft_iterations: int = 20
     short_side: int = 256
     crop: int = 224
@@ -47,7 +48,7 @@ class ExtractionSettings:
     window: int = I3D_VGGISH.window
 
     def is_standard(self) -> bool:
-        return (self.raft_iterations, self.short_side, self.crop) == (20, 256, 224)
+        return (self.flow, self.raft_iterations, self.short_side, self.crop) == (True, 20, 256, 224)
 
 
 class FeatureExtractor:
@@ -57,22 +58,20 @@ class FeatureExtractor:
                  settings: ExtractionSettings | None = None, windows_per_batch: int | None = None):
         self.settings = settings or ExtractionSettings()
         self.device = resolve_device(device)
-        files = {
-            "raft": store.locate_role("raft", weights_dir),
-            "i3d_rgb": store.locate_role("i3d_rgb", weights_dir),
-            "i3d_flow": store.locate_role("i3d_flow", weights_dir),
-            "vggish": store.locate_role("vggish", weights_dir),
-        }
+        roles = ["i3d_rgb", "vggish"] + (["raft", "i3d_flow"] if self.settings.flow else [])
+        files = {role: store.locate_role(role, weights_dir) for role in roles}
         if self.settings.vggish_pca:
             files["vggish_pca"] = store.locate_role("vggish_pca", weights_dir)
         self.files = files
         dev = self.device
-        flow = FlowEstimator(load_raft(files["raft"]).to(dev), device=dev,
-                             num_flow_updates=self.settings.raft_iterations)
+        flow = i3d_flow = None
+        if self.settings.flow:
+            flow = FlowEstimator(load_raft(files["raft"]).to(dev), device=dev,
+                                 num_flow_updates=self.settings.raft_iterations)
+            i3d_flow = load_i3d(files["i3d_flow"], "flow").to(dev)
         i3d_rgb = load_i3d(files["i3d_rgb"], "rgb").to(dev)
-        i3d_flow = load_i3d(files["i3d_flow"], "flow").to(dev)
         if windows_per_batch is None:
-            windows_per_batch = 8 if dev.type == "cuda" else 1
+            windows_per_batch = 8 if dev.type == "cuda" or not self.settings.flow else 1
         self.visual = VisualFeatureExtractor(flow, i3d_rgb, i3d_flow, device=dev,
                                              windows_per_batch=windows_per_batch,
                                              short_side=self.settings.short_side, crop=self.settings.crop)

@@ -24,9 +24,13 @@ from extractors.raft import FlowEstimator, pad_frames
 
 
 class VisualFeatureExtractor:
-    """Frames in, ``(rgb [T, 1024], flow [T, 1024])`` float32 out."""
+    """Frames in, ``(rgb [T, 1024], flow [T, 1024])`` float32 out.
 
-    def __init__(self, flow: FlowEstimator, i3d_rgb: I3D, i3d_flow: I3D,
+    With ``flow=None`` RAFT and the flow I3D are skipped and the flow rows are
+    zeros (the fast non-standard ``--no-flow`` mode).
+    """
+
+    def __init__(self, flow: FlowEstimator | None, i3d_rgb: I3D, i3d_flow: I3D | None,
                  device: torch.device | str = "cpu", timebase: TimeBase = I3D_VGGISH,
                  windows_per_batch: int = 2, short_side: int = 256, crop: int = 224):
         self.flow = flow
@@ -84,7 +88,7 @@ class VisualFeatureExtractor:
                         fields: dict[int, np.ndarray]) -> None:
         need = sorted({i for k in windows for i in range(k * self.stride, k * self.stride + self.window)}
                       - fields.keys())
-        if not need:
+        if not need or self.flow is None:
             return
         frames = torch.from_numpy(np.stack([held[i - first] for i in range(need[0], need[-1] + 2)]))
         padded = pad_frames(frames.permute(0, 3, 1, 2).float())
@@ -103,9 +107,11 @@ class VisualFeatureExtractor:
         rgb = np.stack([np.stack([held[i - first][y:y + c, x:x + c]
                                   for i in range(k * self.stride, k * self.stride + self.window)])
                         for k in windows])  # [B, 24, 224, 224, 3]
-        flw = np.stack([np.stack([fields[i] for i in range(k * self.stride, k * self.stride + self.window)])
-                        for k in windows])  # [B, 24, 2, 224, 224]
         rgb_in = torch.cat([rgb_to_i3d_input(torch.from_numpy(r)) for r in rgb]).to(self.device)
+        rgb_rows = self.i3d_rgb.features(rgb_in).float().cpu().numpy()
+        if self.flow is None:
+            return rgb_rows, np.zeros_like(rgb_rows)
+        flw = np.stack([np.stack([fields[i] for i in range(k * self.stride, k * self.stride + self.window)])
+                        for k in windows])  # [B, 24, 2, crop, crop]
         flow_in = torch.cat([flow_to_i3d_input(torch.from_numpy(f)) for f in flw]).to(self.device)
-        return (self.i3d_rgb.features(rgb_in).float().cpu().numpy(),
-                self.i3d_flow.features(flow_in).float().cpu().numpy())
+        return rgb_rows, self.i3d_flow.features(flow_in).float().cpu().numpy()

@@ -124,3 +124,13 @@ def test_tampered_weights_are_refused(videos, standin_weights, tmp_path):
     res = run(videos / "good.mp4", "-o", tmp_path / "o", "--weights-dir", w, *FAST)
     assert res.exit_code != 0 and "i3d_flow.pt fails its hash check" in res.stderr
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_no_flow_mode_skips_raft_and_writes_zero_flow(videos, standin_weights, tmp_path):
+    w = tmp_path / "w"
+    shutil.copytree(standin_weights, w)
+    (w / "raft-sintel.pth").unlink()  # not needed without flow
+    res = run(videos / "good.mp4", "-o", tmp_path / "o", "--weights-dir", w, *FAST, "--no-flow")
+    assert res.exit_code == 0, res.output
+    rgb, flow = np.load(tmp_path / "o" / "good_rgb.npy"), np.load(tmp_path / "o" / "good_flow.npy")
+    assert rgb.shape == flow.shape == (2, 1024) and not flow.any() and rgb.any()
