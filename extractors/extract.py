@@ -63,21 +63,28 @@ class FeatureExtractor:
         if self.settings.vggish_pca:
             files["vggish_pca"] = store.locate_role("vggish_pca", weights_dir)
         self.files = files
-        dev = self.device
-        flow = i3d_flow = None
-        if self.settings.flow:
-            flow = FlowEstimator(load_raft(files["raft"]).to(dev), device=dev,
-                                 num_flow_updates=self.settings.raft_iterations)
-            i3d_flow = load_i3d(files["i3d_flow"], "flow").to(dev)
-        i3d_rgb = load_i3d(files["i3d_rgb"], "rgb").to(dev)
-        if windows_per_batch is None:
-            windows_per_batch = 8 if dev.type == "cuda" or not self.settings.flow else 1
-        self.visual = VisualFeatureExtractor(flow, i3d_rgb, i3d_flow, device=dev,
-                                             windows_per_batch=windows_per_batch,
-                                             short_side=self.settings.short_side, crop=self.settings.crop)
-        self.vggish = load_vggish(files["vggish"]).to(dev)
-        self.pca = load_pca(files["vggish_pca"]) if self.settings.vggish_pca else None
+        self.windows_per_batch = windows_per_batch
         self.settings_key = self._settings_key()
+        self._networks: tuple | None = None  # loaded on first use: a cache hit needs none
+
+    def _load_networks(self) -> tuple:
+        if self._networks is None:
+            dev, files = self.device, self.files
+            flow = i3d_flow = None
+            if self.settings.flow:
+                flow = FlowEstimator(load_raft(files["raft"]).to(dev), device=dev,
+                                     num_flow_updates=self.settings.raft_iterations)
+                i3d_flow = load_i3d(files["i3d_flow"], "flow").to(dev)
+            i3d_rgb = load_i3d(files["i3d_rgb"], "rgb").to(dev)
+            per_batch = self.windows_per_batch
+            if per_batch is None:
+                per_batch = 8 if dev.type == "cuda" or not self.settings.flow else 1
+            visual = VisualFeatureExtractor(flow, i3d_rgb, i3d_flow, device=dev, windows_per_batch=per_batch,
+                                            short_side=self.settings.short_side, crop=self.settings.crop)
+            vggish = load_vggish(files["vggish"]).to(dev)
+            pca = load_pca(files["vggish_pca"]) if self.settings.vggish_pca else None
+            self._networks = (visual, vggish, pca)
+        return self._networks
 
     def _settings_key(self) -> str:
         desc = {"version": FEATURE_VERSION, **self.settings.__dict__,
@@ -88,8 +95,9 @@ class FeatureExtractor:
                 warn: Callable[[str], None] | None = None) -> Features:
         """Features of one video; raises InputError (one line) for unusable input."""
         info = decode.probe(path)
+        visual, vggish, pca = self._load_networks()
         frames = decode.iter_frames(path, fps=self.settings.fps)
-        rgb, flow = self.visual(frames, on_window=on_window)
+        rgb, flow = visual(frames, on_window=on_window)
         if len(rgb) == 0:
             raise InputError(f"{path}: too short: a feature row needs "
                              f"{self.settings.window + 1} frames at {self.settings.fps:g} fps "
@@ -100,7 +108,7 @@ class FeatureExtractor:
                 warn(f"{path}: no audio track; the audio stream is treated as silence")
             seconds = max(info.duration, len(rgb) * self.settings.stride / self.settings.fps + 1.0)
             track = audio_io.silence(seconds)
-        emb = vggish_features(track, self.vggish, pca=self.pca, device=self.device)
+        emb = vggish_features(track, vggish, pca=pca, device=self.device)
         meta = {"video": str(path), "settings_key": self.settings_key, "settings": self.settings.__dict__,
                 "weights": {role: p.name for role, p in self.files.items()},
                 "T": int(len(rgb)), "T_audio": int(len(emb)), "duration": info.duration,
