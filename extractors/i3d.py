@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from davel.errors import WeightsError
+from weights import store
 
 Triple = tuple[int, int, int]
 
@@ -177,37 +178,17 @@ def load_i3d(source: str | os.PathLike | Mapping[str, Tensor],
     if modality not in MODALITY_CHANNELS:
         raise ValueError(f"modality must be 'rgb' or 'flow', got {modality!r}")
     name = _describe(source)
-    if isinstance(source, Mapping):
-        state = source
-    else:
-        try:
-            state = torch.load(source, map_location="cpu", weights_only=True)
-        except Exception as exc:  # unpickling, truncated zip, missing file: all one message
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise WeightsError(f"{name}: cannot read I3D weights ({reason})") from exc
-        if not isinstance(state, Mapping):
-            raise WeightsError(f"{name}: not an I3D state dict (got {type(state).__name__})")
-
+    state = store.load_state_dict_file(source, "I3D")
     model = I3D(MODALITY_CHANNELS[modality])
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        parts = [f"{len(missing)} missing keys (e.g. {missing[0]})" if missing else "",
-                 f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})" if unexpected else ""]
-        raise WeightsError(f"{name}: not an I3D {modality} checkpoint: "
-                           + ", ".join(p for p in parts if p))
     stem = "conv3d_1a_7x7.conv3d.weight"
-    got = tuple(state[stem].shape)
+    got = tuple(state[stem].shape) if stem in state else ()
     if len(got) == 5 and got[1] != model.in_channels:
         other = next((m for m, c in MODALITY_CHANNELS.items() if c == got[1]), None)
         hint = f" ({other} weights given for the {modality} stream?)" if other else ""
         raise WeightsError(f"{name}: {stem} takes {got[1]} input channels, "
                            f"the {modality} stream needs {model.in_channels}{hint}")
-    for key, ref in expected.items():
-        if tuple(state[key].shape) != tuple(ref.shape):
-            raise WeightsError(f"{name}: {key} has shape {list(state[key].shape)}, "
-                               f"expected {list(ref.shape)}")
+    store.check_layout(state, expected, name, f"I3D {modality}")
     model.load_state_dict(state, strict=True)
     return model.eval()
 

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torchvision.models.optical_flow import raft_large
 
 from davel.errors import WeightsError
+from weights import store
 
 NUM_FLOW_UPDATES = 20  # video_features' RAFT call (torchvision's default is 12)
 PAD_MULTIPLE = 8
@@ -87,17 +88,6 @@ def _describe(source: object) -> str:
     return Path(source).name if isinstance(source, (str, os.PathLike)) else "state dict"
 
 
-def _read(source: str | os.PathLike, name: str) -> Mapping[str, Tensor]:
-    try:
-        state = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as exc:  # missing file, truncated zip, pickled code: one message
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"{name}: cannot read RAFT weights ({reason})") from exc
-    if not isinstance(state, Mapping):
-        raise WeightsError(f"{name}: not a RAFT state dict (got {type(state).__name__})")
-    return state
-
-
 def load_raft(source: str | os.PathLike | Mapping[str, Tensor]) -> nn.Module:
     """torchvision ``raft_large`` in eval mode from either RAFT checkpoint layout.
 
@@ -107,7 +97,7 @@ def load_raft(source: str | os.PathLike | Mapping[str, Tensor]) -> nn.Module:
     Raises WeightsError (one line, naming the file) for anything else.
     """
     name = _describe(source)
-    state = source if isinstance(source, Mapping) else _read(source, name)
+    state = store.load_state_dict_file(source, "RAFT")
     bare = {_strip_module(k) for k in state}
     if _ORIGINAL_MARK in bare:
         try:
@@ -119,17 +109,7 @@ def load_raft(source: str | os.PathLike | Mapping[str, Tensor]) -> nn.Module:
         raise WeightsError(f"{name}: not a RAFT checkpoint (first key: {example})")
 
     model = raft_large(weights=None)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        parts = [f"{len(missing)} missing keys (e.g. {missing[0]})" if missing else "",
-                 f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})" if unexpected else ""]
-        raise WeightsError(f"{name}: not a RAFT-large checkpoint: " + ", ".join(p for p in parts if p))
-    for key, ref in expected.items():
-        if tuple(state[key].shape) != tuple(ref.shape):
-            raise WeightsError(f"{name}: {key} has shape {list(state[key].shape)}, "
-                               f"expected {list(ref.shape)}")
+    store.check_layout(state, model.state_dict(), name, "RAFT-large")
     model.load_state_dict(state, strict=True)
     return model.eval()
 

@@ -219,18 +219,11 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def _check_layout(state: Any, expected: Mapping[str, Tensor], where: str, what: str) -> None:
+    from weights import store
+
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise WeightsError(f"{where} is not a {what} state dict (expected a dict of tensors)")
-    missing = [k for k in expected if k not in state]
-    extra = [k for k in state if k not in expected]
-    if missing or extra:
-        detail = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
-        raise WeightsError(f"{where} does not have the {what} layout "
-                           f"({len(missing)} keys missing, {len(extra)} unexpected; {detail})")
-    for k, ref in expected.items():
-        if tuple(state[k].shape) != tuple(ref.shape):
-            raise WeightsError(f"{where}: {k} has shape {tuple(state[k].shape)}, "
-                               f"{what} needs {tuple(ref.shape)}")
+    store.check_layout(state, expected, where, what)
 
 
 # ---------------------------------------------------------------- whole path

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -204,12 +205,43 @@ def load_state(path: Path, allow_numpy: bool = False) -> Any:
                 return torch.load(path, map_location="cpu", weights_only=True)
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported pickle content"
-        raise WeightsError(f"{path} needs pickle code to load and is refused "
-                           f"(only plain tensors are accepted): {first[:160]}") from None
+        text = str(exc)
+        if "GLOBAL" in text or "Unsupported global" in text:
+            found = re.search(r"GLOBAL ([\w.]+)", text)
+            name = found.group(1) if found else ""
+            raise WeightsError(f"{path} needs pickle code to load and is refused (only plain tensors "
+                               f"are accepted{': it references ' + name[:80] if name else ''})") from None
+        raise WeightsError(f"{path} is not a readable weights file (not a torch checkpoint)") from None
     except Exception as exc:  # torch's safe unpickler raises assorted types on non-checkpoints
         raise WeightsError(f"{path} is not a readable weights file ({type(exc).__name__}: "
                            f"{str(exc).strip().splitlines()[0][:160] if str(exc).strip() else 'empty'})") from None
+
+
+def load_state_dict_file(source, what: str) -> "Mapping[str, torch.Tensor]":
+    """A state dict from a path (safely loaded) or as given; one-line WeightsError otherwise."""
+    from collections.abc import Mapping
+
+    state = source if isinstance(source, Mapping) else load_state(Path(source))
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{_where(source)} is not a {what} state dict (expected a dict of tensors)")
+    return state
+
+
+def check_layout(state, expected, where: str, what: str) -> None:
+    """Refuse a state dict whose keys or shapes differ from ``expected`` (one line)."""
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    if missing or extra:
+        detail = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
+        raise WeightsError(f"{where} does not have the {what} layout "
+                           f"({len(missing)} keys missing, {len(extra)} unexpected; {detail})")
+    for k, ref in expected.items():
+        if tuple(state[k].shape) != tuple(ref.shape):
+            raise WeightsError(f"{where}: {k} has shape {list(state[k].shape)}, {what} needs {list(ref.shape)}")
+
+
+def _where(source) -> str:
+    return str(source) if isinstance(source, (str, os.PathLike)) else "the given state dict"
 
 
 def _numpy_allow_list() -> list:
