@@ -122,7 +122,8 @@ def detect_features(det: LoadedDetector, feats: Features, duration: float | None
     final = nms_to_seconds(segs, scores, labels, duration, det.timebase, replace(cfg, max_seg_num=cap))
     events = [
         {"label": label_name(det.labels, int(l)), "label_id": int(l),
-         "start": round(float(s[0]), 4), "end": round(float(s[1]), 4), "score": round(float(sc), 6)}
+         # + 0.0: the official clamp leaves -0.0 at the video's start
+         "start": round(float(s[0]), 4) + 0.0, "end": round(float(s[1]), 4), "score": round(float(sc), 6)}
         for s, sc, l in zip(final.segments, final.scores, final.labels) if sc >= min_score
     ]
     return {"duration": round(float(duration), 4), "model": det.kind,
