@@ -2,9 +2,9 @@
 
 Every module is named so that its ``state_dict`` keys equal the official
 checkpoints' keys (after the ``module.`` prefix is stripped), so the published
-weights load with ``strict=True`` and no renaming. Only the inference path is
-implemented: dropout and stochastic depth are identities in eval mode, so they
-are left out (the learnable per-channel scale of AffineDropPath is kept).
+weights load with ``strict=True`` and no renaming. Dropout is left out (both
+repos train with dropout 0); stochastic depth (AffineDropPath) acts only in
+train mode with a ``drop_prob`` that training sets, so eval outputs are unchanged.
 
 Mask conventions (as in the official code, whose numerics we reproduce):
 a sequence mask is ``[B, 1, T]`` bool; a 1-D mask ``[N]`` means "sample n is
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.ops import stochastic_depth
 
 from davel.detectors.output import DetectorOutput
 from davel.errors import InputError
@@ -90,14 +91,23 @@ class ChannelLayerNorm(nn.Module):
 
 
 class AffineDropPath(nn.Module):
-    """Per-channel learnable scale ``[1, C, 1]`` (stochastic depth is off at inference)."""
+    """Per-channel learnable scale ``[1, C, 1]``, then stochastic depth in training.
 
-    def __init__(self, num_dim: int) -> None:
+    ``drop_prob`` (0 unless training sets it, see ``davel.training``) zeroes the
+    branch for a whole sample (first axis) and rescales the kept samples by
+    ``1 / (1 - drop_prob)``; in eval mode this is the plain scale.
+    """
+
+    def __init__(self, num_dim: int, drop_prob: float = 0.0) -> None:
         super().__init__()
         self.scale = nn.Parameter(torch.full((1, num_dim, 1), 1e-4))
+        self.drop_prob = drop_prob
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.scale * x
+        x = self.scale * x
+        if self.training and self.drop_prob > 0.0:
+            x = stochastic_depth(x, self.drop_prob, "row", training=True)
+        return x
 
 
 class Scale(nn.Module):
