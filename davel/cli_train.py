@@ -55,6 +55,7 @@ def train_command(
     dependency_dim: int = typer.Option(128, "--dependency-dim", help="Per-class width of the TDM / MTGC block."),
     droppath: float = typer.Option(0.1, "--droppath", help="Stochastic-depth probability."),
     ema_decay: float = typer.Option(0.999, "--ema-decay", help="Decay of the weight EMA (per step)."),
+    standardize_features: bool = typer.Option(False, "--standardize-features", help="Z-score each feature channel with training-set statistics (kept in the checkpoint, applied by detect/eval). Off in the papers."),
     seed: int = typer.Option(1234567891, "--seed", help="Same seed, same data and settings: same weights (CPU)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from this checkpoint (default: OUT/last.pth when present)."),
@@ -78,7 +79,7 @@ def train_command(
     cfg = TrainConfig(model=model, epochs=epochs, warmup_epochs=warmup_epochs, batch_size=batch_size,
                       lr=lr, weight_decay=weight_decay, max_seq_len=max_seq_len, embd_dim=embd_dim,
                       head_dim=head_dim or embd_dim, dependency_dim=dependency_dim, droppath=droppath,
-                      ema_decay=ema_decay, seed=seed)
+                      ema_decay=ema_decay, seed=seed, standardize_features=standardize_features)
 
     class Report(Callbacks):
         bar = None

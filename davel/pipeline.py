@@ -18,6 +18,7 @@ import torch
 from davel.detectors.checkpoint import load_detector
 from davel.detectors.common import prepare_inputs
 from davel.errors import DavelError, InputError, WeightsError
+from davel.feature_norm import FeatureNorm
 from davel.labels import label_name
 from davel.postprocess import PostprocessConfig, candidates, nms_to_seconds
 from davel.timebase import I3D_VGGISH, TimeBase
@@ -42,6 +43,7 @@ class LoadedDetector:
     timebase: TimeBase
     max_seq_len: int
     device: torch.device
+    feature_norm: FeatureNorm | None = None  # from `davel train --standardize-features`
 
 
 def models_dir() -> Path:
@@ -78,10 +80,17 @@ def load(checkpoint: Path, device: torch.device, labels: list[str] | None = None
     except WeightsError as exc:  # name the file rather than "the given dict"
         raise WeightsError(str(exc).replace("the given dict", str(checkpoint))) from None
     tb = TimeBase(**meta["timebase"]) if "timebase" in meta else I3D_VGGISH
+    try:
+        norm = FeatureNorm.from_meta(meta.get("feature_norm"))
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        raise WeightsError(f"{checkpoint}: unreadable feature statistics (davel.feature_norm)") from None
+    if norm is not None and norm.dims != (info["input_dim_v"], info["input_dim_a"]):
+        raise WeightsError(f"{checkpoint}: its feature statistics are {norm.dims[0]}-d / {norm.dims[1]}-d "
+                           f"but the detector takes {info['input_dim_v']}-d / {info['input_dim_a']}-d")
     names = labels if labels is not None else meta.get("labels")
     return LoadedDetector(model=model.to(device), kind=info["model"], name=checkpoint.name,
                           sha256=store.sha256_of(checkpoint), labels=names, timebase=tb,
-                          max_seq_len=int(info["max_seq_len"]), device=device)
+                          max_seq_len=int(info["max_seq_len"]), device=device, feature_norm=norm)
 
 
 def _dense(det: LoadedDetector, v: np.ndarray, a: np.ndarray, cfg: PostprocessConfig):
@@ -99,6 +108,8 @@ def detect_features(det: LoadedDetector, feats: Features, duration: float | None
                     min_score: float = 0.0) -> dict[str, Any]:
     """Events of one video from its features (equal to the official code where it runs)."""
     v, a = feats.visual(), feats.audio()
+    if det.feature_norm is not None:
+        v, a = det.feature_norm.apply(v, a)
     steps = v.shape[1]
     if steps == 0:
         raise InputError("no feature steps: the video is too short for one feature window")

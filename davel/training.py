@@ -46,6 +46,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from davel.detectors.common import AffineDropPath
 from davel.errors import DavelError, InputError
 from davel.evaluation import evaluate_map
+from davel.feature_norm import FeatureNorm
 from davel.labels import read_labels
 from davel.losses import LossNormalizer, assign_targets, concat_points, detection_losses
 from davel.timebase import I3D_VGGISH, TimeBase
@@ -84,6 +85,7 @@ class TrainConfig:
     trunc_thresh: float = 0.5
     seed: int = 1234567891
     eta_min: float = 1e-8
+    standardize_features: bool = False  # see davel.feature_norm
 
     @property
     def total_epochs(self) -> int:
@@ -252,6 +254,7 @@ class FeatureSet:
             else:
                 self.missing.append(v.video_id)
         self.timebase = timebase or self._timebase_from_sidecars()
+        self.norm: FeatureNorm | None = None  # applied by sample(), not by arrays()
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._cache_left = cache_bytes
 
@@ -294,6 +297,8 @@ class FeatureSet:
 
     def sample(self, index: int) -> Sample:
         v, a = self.arrays(index)
+        if self.norm is not None:
+            v, a = self.norm.apply(v, a)
         rec = self.videos[index]
         grid = self.timebase.seconds_to_grid(rec.segments).astype(np.float32)
         return Sample(rec.video_id, torch.from_numpy(v), torch.from_numpy(a),
@@ -588,6 +593,8 @@ def train(cfg: TrainConfig, annotations: str | Path, feature_dir: str | Path, ru
         if train_set.arrays(i)[0].shape[0] != dim_v or train_set.arrays(i)[1].shape[0] != dim_a:
             raise InputError(f"features of {train_set.videos[i].video_id} have other sizes than "
                              f"{dim_v}-d visual / {dim_a}-d audio")
+    if cfg.standardize_features:
+        train_set.norm = FeatureNorm.fit(train_set.arrays(i) for i in range(len(train_set)))
 
     ckpt_path = Path(resume) if resume else run / "last.pth"
     state = None
@@ -609,6 +616,8 @@ def train(cfg: TrainConfig, annotations: str | Path, feature_dir: str | Path, ru
         "extractor": _extractor_info(train_set, cb), "annotations_sha256": ann.sha256,
         "skipped_videos": len(train_set.missing), "epochs": cfg.total_epochs,
     }
+    if train_set.norm is not None:
+        meta["feature_norm"] = train_set.norm.to_meta()
     start_epoch, best, best_epoch = 0, None, None
     if state is not None:
         model.load_state_dict(_unprefixed(state["state_dict"]))
@@ -625,7 +634,7 @@ def train(cfg: TrainConfig, annotations: str | Path, feature_dir: str | Path, ru
 
     val_det = LoadedDetector(model=ema.module, kind=cfg.model, name="(training)", sha256="",
                              labels=ann.class_names, timebase=train_set.timebase,
-                             max_seq_len=cfg.max_seq_len, device=dev)
+                             max_seq_len=cfg.max_seq_len, device=dev, feature_norm=train_set.norm)
     result = TrainResult(run, start_epoch, best, best_epoch, skipped)
     stop = cfg.total_epochs if max_epochs is None else min(cfg.total_epochs, start_epoch + max_epochs)
     run.mkdir(parents=True, exist_ok=True)
