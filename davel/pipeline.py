@@ -74,9 +74,10 @@ def load(checkpoint: Path, device: torch.device, labels: list[str] | None = None
     obj = store.load_state(checkpoint)
     if not isinstance(obj, dict):
         raise WeightsError(f"{checkpoint} is not a detector checkpoint")
-    meta = obj.get("davel", {})
+    meta = obj.get("davel") if isinstance(obj.get("davel"), dict) else {}
     try:
-        model, info = load_detector(obj, expect_dims=expect_dims)
+        model, info = load_detector(obj, expect_dims=expect_dims,
+                                    model_config=meta.get("model_config"))
     except WeightsError as exc:  # name the file rather than "the given dict"
         raise WeightsError(str(exc).replace("the given dict", str(checkpoint))) from None
     tb = TimeBase(**meta["timebase"]) if "timebase" in meta else I3D_VGGISH

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from davel.cli import app
 from davel.detectors.output import DetectorOutput
 from davel.errors import InputError
+from davel.feature_norm import FeatureNorm
 from davel.losses import LossNormalizer, assign_targets, detection_losses, diou_loss_1d
 from davel.training import (Sample, TrainConfig, WarmupCosine, build_model, make_ema,
                             make_optimizer, make_scheduler, random_crop, read_annotations, train)
@@ -356,18 +357,19 @@ def test_checkpoint_format_and_official_layout(tmp_path, tiny_data):
     assert res.best_epoch == max(log, key=lambda r: (r["val_average_mAP"], -r["epoch"]))["epoch"]
 
 
-@pytest.mark.parametrize("kind,max_seq_len", [
-    ("ccnet", 32),
-    ("unav", 224),
-    # davel.pipeline.load builds UnAV with the published max_seq_len (224) and
-    # n_head (4): the weights do not show them; davel["model_config"] does
-    pytest.param("unav", 32, marks=pytest.mark.xfail(
-        strict=True, reason="pipeline.load ignores davel['model_config'] (UnAV max_seq_len)")),
+@pytest.mark.parametrize("kind,max_seq_len,standardize", [
+    ("ccnet", 32, False),
+    ("ccnet", 32, True),
+    ("unav", 224, False),
+    # the weights do not show UnAV's max_seq_len; davel["model_config"] does
+    ("unav", 32, False),
 ])
 def test_checkpoint_loads_for_detect_and_eval_reproduces_validation(tmp_path, tiny_data, kind,
-                                                                     max_seq_len):
+                                                                     max_seq_len, standardize):
     ann, feats = tiny_data
-    res = train(TrainConfig(model=kind, **{**TINY, "max_seq_len": max_seq_len}), ann, feats, tmp_path)
+    cfg = TrainConfig(model=kind, **{**TINY, "max_seq_len": max_seq_len},
+                      standardize_features=standardize)
+    res = train(cfg, ann, feats, tmp_path)
     best_log = next(r for r in res.history if r.epoch == res.best_epoch)
     out = runner.invoke(app, ["eval", "--annotations", str(ann), "--checkpoint", str(tmp_path / "best.pth"),
                               "--features", str(feats), "--split", "validation", "--json",
@@ -417,3 +419,68 @@ def test_eval_argument_errors(tmp_path, fixtures):
     assert res.exit_code == 2 and "either --predictions" in res.stderr
     res = runner.invoke(app, ["eval", "--annotations", str(gt), "--checkpoint", str(gt)])
     assert res.exit_code == 2 and "--checkpoint needs --features" in res.stderr
+
+
+# ------------------------------------------------------------------ feature standardisation
+
+
+def test_feature_norm_fit_and_apply():
+    rng = np.random.default_rng(3)
+    pairs = [(rng.normal(5, 2, (3, t)).astype(np.float32), rng.normal(-1, 0.5, (2, t)).astype(np.float32))
+             for t in (7, 11, 4)]
+    pairs[0][0][2] = pairs[1][0][2] = pairs[2][0][2] = 0.25  # a constant channel: only centred
+    norm = FeatureNorm.fit(pairs)
+    v = np.concatenate([p[0] for p in pairs], 1)
+    a = np.concatenate([p[1] for p in pairs], 1)
+    np.testing.assert_allclose(norm.visual_mean, v.mean(1), rtol=1e-6)
+    np.testing.assert_allclose(norm.visual_std[:2], v.std(1)[:2], rtol=1e-5)
+    assert norm.visual_std[2] == 1.0 and norm.dims == (3, 2)
+    nv, na = norm.apply(v, a)
+    np.testing.assert_allclose(nv[:2].mean(1), 0, atol=1e-5)
+    np.testing.assert_allclose(nv[:2].std(1), 1, atol=1e-5)
+    np.testing.assert_allclose(nv[2], 0, atol=1e-7)
+    np.testing.assert_allclose(na.std(1), 1, atol=1e-5)
+    again = FeatureNorm.from_meta(norm.to_meta())
+    assert all(np.array_equal(getattr(norm, k), getattr(again, k))
+               for k in ("visual_mean", "visual_std", "audio_mean", "audio_std"))
+    assert FeatureNorm.from_meta(None) is None
+
+
+def test_standardized_run_stores_statistics_and_detect_applies_them(tmp_path, tiny_data):
+    from davel import pipeline
+    from extractors.feature_files import read
+
+    ann, feats = tiny_data
+    train(TrainConfig(model="ccnet", **TINY, standardize_features=True), ann, feats, tmp_path)
+    ckpt = _state(tmp_path / "best.pth")
+    stats = ckpt["davel"]["feature_norm"]
+    assert stats["visual_mean"].shape == (2 * DIM_RGB,) and stats["audio_std"].shape == (DIM_AUD,)
+    assert ckpt["davel"]["config"]["standardize_features"] is True
+    det = pipeline.load(tmp_path / "best.pth", torch.device("cpu"), expect_dims=(2 * DIM_RGB, DIM_AUD))
+    assert det.feature_norm is not None
+    f = read(feats / "test_0")
+    with_norm = pipeline.detect_features(det, f)
+    # the same detector without statistics, fed standardised features by hand: the same events
+    v, a = det.feature_norm.apply(f.visual(), f.audio())
+    by_hand = Features(v[:DIM_RGB].T.copy(), v[DIM_RGB:].T.copy(), a.T.copy())
+    plain = pipeline.LoadedDetector(**{**det.__dict__, "feature_norm": None})
+    assert pipeline.detect_features(plain, by_hand, with_norm["duration"])["events"] == with_norm["events"]
+    assert pipeline.detect_features(plain, f, with_norm["duration"])["events"] != with_norm["events"]
+
+
+def test_checkpoint_with_broken_statistics_is_refused(tmp_path, tiny_data):
+    from davel import pipeline
+    from davel.errors import WeightsError
+
+    ann, feats = tiny_data
+    train(TrainConfig(model="ccnet", **TINY, standardize_features=True), ann, feats, tmp_path,
+          max_epochs=1)
+    ckpt = _state(tmp_path / "best.pth")
+    ckpt["davel"]["feature_norm"]["audio_mean"] = torch.zeros(DIM_AUD + 1)
+    torch.save(ckpt, tmp_path / "bad.pth")
+    with pytest.raises(WeightsError, match="feature statistics are 12-d / 5-d"):
+        pipeline.load(tmp_path / "bad.pth", torch.device("cpu"), expect_dims=(2 * DIM_RGB, DIM_AUD))
+    del ckpt["davel"]["feature_norm"]["audio_std"]
+    torch.save(ckpt, tmp_path / "bad.pth")
+    with pytest.raises(WeightsError, match="unreadable feature statistics"):
+        pipeline.load(tmp_path / "bad.pth", torch.device("cpu"), expect_dims=(2 * DIM_RGB, DIM_AUD))

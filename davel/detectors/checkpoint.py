@@ -77,13 +77,28 @@ def _kind(sd: Mapping[str, Tensor], where: str) -> str:
     raise WeightsError(f"{where} is not a UnAV or CCNet detector checkpoint")
 
 
+def _shape_free_hparams(kind: str, model_config: Mapping[str, Any] | None) -> dict[str, int]:
+    if not isinstance(model_config, Mapping):
+        return {}
+    names = ("n_head", "max_seq_len") if kind == "unav" else ("n_head",)
+    try:
+        return {k: int(model_config[k]) for k in names if k in model_config}
+    except (TypeError, ValueError):
+        raise WeightsError("the checkpoint's davel.model_config is unreadable") from None
+
+
 def load_detector(path_or_dict: str | Path | Mapping[str, Any],
-                  expect_dims: tuple[int, int] | None = (2048, 128)
+                  expect_dims: tuple[int, int] | None = (2048, 128),
+                  model_config: Mapping[str, Any] | None = None
                   ) -> tuple[nn.Module, dict[str, Any]]:
     """Build the detector a checkpoint holds, in eval mode, with its weights loaded strictly.
 
     ``expect_dims`` = (visual, audio) feature sizes the caller will feed
     (I3D rgb+flow 2048, VGGish 128); ``None`` skips the check.
+    ``model_config``: the constructor arguments davel's own checkpoints record
+    (``davel.model_config``); of these only what the tensors cannot reveal is
+    used (``n_head``, and UnAV's ``max_seq_len``). Official checkpoints have
+    none: the published config's values apply.
     Returns ``(model, info)`` with info keys ``model, input_dim_v, input_dim_a,
     num_classes, max_seq_len, sha256`` (sha256 is None for an in-memory dict).
     Raises :class:`WeightsError` for unreadable files, non-detector contents
@@ -106,10 +121,11 @@ def load_detector(path_or_dict: str | Path | Mapping[str, Any],
             f"but the features here are {expect_dims[0]}-d / {expect_dims[1]}-d "
             f"(weights trained on other features, e.g. ONE-PEACE, need those features)")
 
+    hints = _shape_free_hparams(kind, model_config)
     if kind == "unav":
         from davel.detectors.unav import UnAVDetector
         with skip_weight_init():
-            model = UnAVDetector.from_state_dict(sd)
+            model = UnAVDetector.from_state_dict(sd, **hints)
     else:
         try:
             from davel.detectors.ccnet import CCNetDetector
@@ -118,7 +134,7 @@ def load_detector(path_or_dict: str | Path | Mapping[str, Any],
                 raise
             raise WeightsError("CCNet checkpoints are not supported by this davel build") from None
         with skip_weight_init():
-            model = CCNetDetector.from_state_dict(sd)
+            model = CCNetDetector.from_state_dict(sd, **hints)
 
     info = {
         "model": kind,
