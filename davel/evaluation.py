@@ -137,10 +137,16 @@ def load_ground_truth(source: str | Path | Mapping, subset: str | None = "test")
 
 
 # ------------------------------------------------------------------ predictions
+# Only these suffixes are taken for file extensions: ids of the users' own data may hold dots.
+_MEDIA_SUFFIXES = frozenset((".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg",
+                             ".mpeg", ".ts", ".wmv", ".3gp", ".ogv", ".npy"))
+
+
 def video_id_from_name(name: str) -> str:
-    """``/data/videos/abc.mp4`` -> ``abc``; a bare id is returned unchanged."""
+    """``/data/videos/abc.mp4`` -> ``abc``; a bare id (``clip.v2`` included) is returned unchanged."""
     base = PureWindowsPath(PurePosixPath(str(name)).name).name
-    return PurePosixPath(base).stem if "." in base else base
+    stem, dot, suffix = base.rpartition(".")
+    return stem if dot and stem and f".{suffix.lower()}" in _MEDIA_SUFFIXES else base
 
 
 def _from_official_columns(d: Mapping) -> SegmentTable:

@@ -128,6 +128,7 @@ def test_video_id_from_name():
     assert video_id_from_name("dev_000") == "dev_000"
     assert video_id_from_name("/a/b/-x_Yz9.mp4") == "-x_Yz9"
     assert video_id_from_name("C:\\videos\\abc.mkv") == "abc"
+    assert video_id_from_name("clip.v2") == "clip.v2" and video_id_from_name("a.b.MP4") == "a.b"
 
 
 def test_bad_inputs(det, tmp_path):

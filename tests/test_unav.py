@@ -11,9 +11,7 @@ from davel.detectors.unav import UnAVDetector
 from davel.errors import WeightsError
 from weights.standin import standin_state_dict
 
-# parity/detector/README.md: 1 vs 2 threads differ by <= 1.6e-5 abs (max |x| ~ 4)
-ATOL = 1e-4
-LEVELS = 6
+from detector_parity import assert_matches_reference
 
 
 @pytest.fixture(scope="module")
@@ -29,23 +27,7 @@ def model(standin_sd) -> UnAVDetector:
 @pytest.mark.parametrize("steps", [150, 300])  # 300: long-video path, pads to 320
 def test_unav_matches_original(fixtures, model, steps):
     ref = np.load(fixtures / "detector" / f"unav_T{steps}.npz")
-    length = model.padded_length(int(ref["T"]))
-    assert length == int(ref["padded_len"])
-    v, a, mask = prepare_inputs(ref["feats_visual"], ref["feats_audio"], length)
-    with torch.inference_mode():
-        out = model(v, a, mask)
-
-    assert len(out.cls_logits) == len(out.offsets) == len(out.masks) == len(out.points) == LEVELS
-    for i in range(LEVELS):
-        t_i = length // 2 ** i
-        logits, offsets = out.cls_logits[i], out.offsets[i]
-        assert logits.shape == (1, t_i, 100) and offsets.shape == (1, t_i, 100, 2)
-        np.testing.assert_array_equal(out.masks[i][0].numpy(), ref[f"mask_l{i}"])
-        np.testing.assert_array_equal(out.points[i].numpy(), ref[f"points_l{i}"])
-        np.testing.assert_allclose(logits[0].numpy(), ref[f"cls_logits_l{i}"], rtol=0, atol=ATOL,
-                                   err_msg=f"cls_logits level {i}")
-        np.testing.assert_allclose(offsets[0].numpy(), ref[f"offsets_l{i}"], rtol=0, atol=ATOL,
-                                   err_msg=f"offsets level {i}")
+    assert_matches_reference(model, ref)
 
 
 def test_padded_length_and_inputs(model):

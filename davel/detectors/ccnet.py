@@ -20,9 +20,9 @@ from torch import Tensor, nn
 
 from davel.detectors.cmcc import cmcc_layer, gate_list
 from davel.detectors.common import (
-    DEFAULT_REGRESSION_RANGE, ChannelLayerNorm, ClsHead, MaskedConv1D, RegHead,
-    TransformerBlock, count_indexed, embed, head_hparams, level_points, resize_pos_embd,
-    sinusoid_table, strip_module_prefix, to_detector_output)
+    DEFAULT_REGRESSION_RANGE, ClsHead, RegHead, TransformerBlock, TwoStreamStem, count_indexed,
+    head_hparams, level_points, sinusoid_table, strip_module_prefix, to_detector_output,
+    transformer_blocks)
 from davel.detectors.mtgc import MTGCBlock
 from davel.detectors.output import DetectorOutput
 from davel.errors import InputError, WeightsError
@@ -35,7 +35,7 @@ class SequenceLengthError(InputError, ValueError):
     """The input does not have the one length a CCNet model can run."""
 
 
-class CCNetBackbone(nn.Module):
+class CCNetBackbone(TwoStreamStem):
     """Embedding, unimodal transformers and the CMCC pyramid (official backbone naming).
 
     ``forward(x_v [B, Cv, L], x_a [B, Ca, L], mask [B, 1, L] bool)`` returns,
@@ -47,36 +47,18 @@ class CCNetBackbone(nn.Module):
     def __init__(self, in_v: int, in_a: int, n_embd: int, n_head: int, kernel_size: int,
                  max_len: int, arch: Sequence[int] = (2, 2, 5), with_ln: bool = True,
                  layer_scale: bool = True) -> None:
-        super().__init__()
         n_embd_layers, n_unimodal, n_cross = arch
+        super().__init__(in_v, in_a, n_embd, n_head, kernel_size, n_embd_layers, n_unimodal,
+                         with_ln, layer_scale)
         self.max_len, self.n_embd = max_len, n_embd
         self.register_buffer("pos_embd", torch.empty(1, n_embd, max_len), persistent=False)
         self.reset_buffers()
-
-        def stem(n_in: int) -> nn.ModuleList:
-            return nn.ModuleList(MaskedConv1D(n_in if i == 0 else n_embd, n_embd, kernel_size,
-                                              bias=not with_ln) for i in range(n_embd_layers))
-
-        def norms() -> nn.ModuleList:
-            return nn.ModuleList(ChannelLayerNorm(n_embd) if with_ln else nn.Identity()
-                                 for _ in range(n_embd_layers))
-
-        def blocks(count: int, stride: int) -> nn.ModuleList:
-            return nn.ModuleList(TransformerBlock(n_embd, n_head, stride, layer_scale=layer_scale)
-                                 for _ in range(count))
-
-        self.embd_V = stem(in_v)
-        self.embd_A = stem(in_a)
-        self.embd_norm_V = norms()
-        self.embd_norm_A = norms()
-        self.self_att_V = blocks(n_unimodal, 1)
-        self.self_att_A = blocks(n_unimodal, 1)
         # CMCC layer 0 at full resolution, then one strided layer per level.
         # "CMI_Visual" keeps the visual stream and queries it with audio.
         self.ori_CMI_Visual = TransformerBlock(n_embd, n_head, 1, layer_scale=layer_scale)
         self.ori_CMI_Audio = TransformerBlock(n_embd, n_head, 1, layer_scale=layer_scale)
-        self.CMI_Visual = blocks(n_cross, SCALE_FACTOR)
-        self.CMI_Audio = blocks(n_cross, SCALE_FACTOR)
+        self.CMI_Visual = transformer_blocks(n_embd, n_head, n_cross, SCALE_FACTOR, layer_scale)
+        self.CMI_Audio = transformer_blocks(n_embd, n_head, n_cross, SCALE_FACTOR, layer_scale)
         # visual_TCG gates the audio stream, audio_TCG the visual one
         self.visual_TCG = gate_list(n_embd, n_head, n_cross + 1, SCALE_FACTOR)
         self.audio_TCG = gate_list(n_embd, n_head, n_cross + 1, SCALE_FACTOR)
@@ -88,15 +70,7 @@ class CCNetBackbone(nn.Module):
 
     def forward(self, x_v: Tensor, x_a: Tensor, mask: Tensor
                 ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        x_v = embed(x_v, mask, self.embd_V, self.embd_norm_V)
-        x_a = embed(x_a, mask, self.embd_A, self.embd_norm_A)
-        pe = resize_pos_embd(self.pos_embd, x_v.shape[-1]) * mask.to(x_v.dtype)
-        x_v = x_v + pe
-        x_a = x_a + pe
-        for block_v, block_a in zip(self.self_att_V, self.self_att_A):
-            x_v, _ = block_v(x_v, x_v, mask)
-            x_a, _ = block_a(x_a, x_a, mask)
-
+        x_v, x_a = self.encode(x_v, x_a, mask, self.pos_embd)
         cmi_v = [self.ori_CMI_Visual, *self.CMI_Visual]
         cmi_a = [self.ori_CMI_Audio, *self.CMI_Audio]
         feats_v, feats_a, masks = [], [], []

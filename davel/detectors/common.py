@@ -242,6 +242,58 @@ def embed(x: Tensor, mask: Tensor, convs: nn.ModuleList, norms: nn.ModuleList) -
     return x
 
 
+def transformer_blocks(n_embd: int, n_head: int, count: int, stride: int,
+                       layer_scale: bool = True) -> nn.ModuleList:
+    return nn.ModuleList(TransformerBlock(n_embd, n_head, stride, layer_scale=layer_scale)
+                         for _ in range(count))
+
+
+class TwoStreamStem(nn.Module):
+    """The part both backbones share: per modality, conv embedding + LayerNorm,
+    the positional table, then unimodal self-attention blocks.
+
+    Subclasses add their cross-modal pyramid; the attribute names here are the
+    checkpoints' (``backbone.embd_V.0...``, ``backbone.self_att_A.1...``).
+    :meth:`encode` maps ``x_v [B, Cv, L]``, ``x_a [B, Ca, L]`` (``mask [B, 1, L]``)
+    to ``[B, D, L]`` each.
+    """
+
+    def __init__(self, in_v: int, in_a: int, n_embd: int, n_head: int, kernel_size: int,
+                 n_embd_layers: int, n_self_att: int, with_ln: bool = True,
+                 layer_scale: bool = True) -> None:
+        super().__init__()
+
+        def convs(n_in: int) -> nn.ModuleList:
+            return nn.ModuleList(MaskedConv1D(n_in if i == 0 else n_embd, n_embd, kernel_size,
+                                              bias=not with_ln) for i in range(n_embd_layers))
+
+        def norms() -> nn.ModuleList:
+            return nn.ModuleList(ChannelLayerNorm(n_embd) if with_ln else nn.Identity()
+                                 for _ in range(n_embd_layers))
+
+        self.embd_V = convs(in_v)
+        self.embd_A = convs(in_a)
+        self.embd_norm_V = norms()
+        self.embd_norm_A = norms()
+        self.self_att_V = transformer_blocks(n_embd, n_head, n_self_att, 1, layer_scale)
+        self.self_att_A = transformer_blocks(n_embd, n_head, n_self_att, 1, layer_scale)
+
+    def encode(self, x_v: Tensor, x_a: Tensor, mask: Tensor,
+               pos_embd: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Embed both streams, add ``pos_embd [1, D, max_len]`` (resized to ``L``; None: no
+        positional term) and run the unimodal blocks."""
+        x_v = embed(x_v, mask, self.embd_V, self.embd_norm_V)
+        x_a = embed(x_a, mask, self.embd_A, self.embd_norm_A)
+        if pos_embd is not None:
+            pe = resize_pos_embd(pos_embd, x_v.shape[-1]) * mask.to(x_v.dtype)
+            x_v = x_v + pe
+            x_a = x_a + pe
+        for block_v, block_a in zip(self.self_att_V, self.self_att_A):
+            x_v, _ = block_v(x_v, x_v, mask)
+            x_a, _ = block_a(x_a, x_a, mask)
+        return x_v, x_a
+
+
 class _ConvTower(nn.Module):
     """Shared part of both heads: (num_layers - 1) x [masked conv, LN, ReLU]."""
 

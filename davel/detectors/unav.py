@@ -14,14 +14,14 @@ import torch
 from torch import Tensor, nn
 
 from davel.detectors.common import (
-    DEFAULT_REGRESSION_RANGE, ChannelLayerNorm, ClsHead, MaskedConv1D, RegHead,
-    TransformerBlock, count_indexed, embed, head_hparams, level_points, padded_length,
-    resize_pos_embd, sinusoid_table, strip_module_prefix, to_detector_output)
+    DEFAULT_REGRESSION_RANGE, ClsHead, MaskedConv1D, RegHead, TransformerBlock, TwoStreamStem,
+    count_indexed, head_hparams, level_points, padded_length, sinusoid_table,
+    strip_module_prefix, to_detector_output, transformer_blocks)
 from davel.detectors.output import DetectorOutput
 from davel.errors import InputError, WeightsError
 
 
-class CrossModalPyramid(nn.Module):
+class CrossModalPyramid(TwoStreamStem):
     """UnAV backbone ("convTransformer").
 
     Inputs ``x_v [B, Cv, L]``, ``x_a [B, Ca, L]``, ``mask [B, 1, L]`` bool.
@@ -32,48 +32,22 @@ class CrossModalPyramid(nn.Module):
     def __init__(self, in_v: int, in_a: int, n_embd: int, n_head: int, kernel_size: int,
                  max_len: int, arch: Sequence[int] = (2, 3, 5), scale_factor: int = 2,
                  with_ln: bool = True, use_abs_pe: bool = True, layer_scale: bool = True) -> None:
-        super().__init__()
         n_embd_layers, n_stem, n_cross = arch
+        # arch[1] counts the full-resolution cross-attention as the last stem layer
+        super().__init__(in_v, in_a, n_embd, n_head, kernel_size, n_embd_layers, n_stem - 1,
+                         with_ln, layer_scale)
         self.use_abs_pe = use_abs_pe
         if use_abs_pe:
             self.register_buffer("pos_embd", sinusoid_table(max_len, n_embd) / n_embd ** 0.5,
                                  persistent=False)
-
-        def stem(n_in: int) -> nn.ModuleList:
-            return nn.ModuleList(MaskedConv1D(n_in if i == 0 else n_embd, n_embd, kernel_size,
-                                              bias=not with_ln) for i in range(n_embd_layers))
-
-        def norms() -> nn.ModuleList:
-            return nn.ModuleList(ChannelLayerNorm(n_embd) if with_ln else nn.Identity()
-                                 for _ in range(n_embd_layers))
-
-        def blocks(count: int, stride: int) -> nn.ModuleList:
-            return nn.ModuleList(TransformerBlock(n_embd, n_head, stride, layer_scale=layer_scale)
-                                 for _ in range(count))
-
-        self.embd_V = stem(in_v)
-        self.embd_A = stem(in_a)
-        self.embd_norm_V = norms()
-        self.embd_norm_A = norms()
-        # arch[1] counts the full-resolution cross-attention as the last stem layer
-        self.self_att_V = blocks(n_stem - 1, 1)
-        self.self_att_A = blocks(n_stem - 1, 1)
         self.ori_cross_att_Va = TransformerBlock(n_embd, n_head, 1, layer_scale=layer_scale)
         self.ori_cross_att_Av = TransformerBlock(n_embd, n_head, 1, layer_scale=layer_scale)
-        self.cross_att_Va = blocks(n_cross, scale_factor)
-        self.cross_att_Av = blocks(n_cross, scale_factor)
+        self.cross_att_Va = transformer_blocks(n_embd, n_head, n_cross, scale_factor, layer_scale)
+        self.cross_att_Av = transformer_blocks(n_embd, n_head, n_cross, scale_factor, layer_scale)
 
     def forward(self, x_v: Tensor, x_a: Tensor, mask: Tensor
                 ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        x_v = embed(x_v, mask, self.embd_V, self.embd_norm_V)
-        x_a = embed(x_a, mask, self.embd_A, self.embd_norm_A)
-        if self.use_abs_pe:
-            pe = resize_pos_embd(self.pos_embd, x_v.shape[-1]) * mask.to(x_v.dtype)
-            x_v = x_v + pe
-            x_a = x_a + pe
-        for block_v, block_a in zip(self.self_att_V, self.self_att_A):
-            x_v, _ = block_v(x_v, x_v, mask)
-            x_a, _ = block_a(x_a, x_a, mask)
+        x_v, x_a = self.encode(x_v, x_a, mask, self.pos_embd if self.use_abs_pe else None)
 
         # Naming follows the checkpoint: "Va" keeps the visual stream (keys,
         # values and skip) and queries it with audio; "Av" the reverse.
