@@ -195,7 +195,7 @@ def detect(
     dev = resolve_device(device)
     ckpt = pipeline.resolve_checkpoint(model, str(checkpoint) if checkpoint else None,
                                        str(weights_dir) if weights_dir else None)
-    det = pipeline.load(ckpt, dev, names)
+    det = pipeline.load(ckpt, dev, names, expect_dims=_input_dims(videos, features))
     if det.labels is None:
         warn("no class names: events are labelled class_<id>; pass --labels unav100_annotations.json "
              "(from the UnAV-100 dataset) for real names")
@@ -207,10 +207,20 @@ def detect(
             if kind == "features":
                 feats = feature_files.read(item)
                 name, dur = Path(item).name, duration
+                differs = pipeline.settings_mismatch(det, feature_files.read_meta(item))
+                if differs:
+                    warn(f"{name}: features made with other extractor settings than the "
+                         f"detector's training features: {differs}")
             else:
                 if extractor is None:
                     from davel.feature_cache import CachedExtractor
-                    extractor = CachedExtractor(weights_dir, device)
+                    settings = pipeline.extraction_settings(det)
+                    if not settings.is_standard():
+                        warn(f"{ckpt.name} was trained on non-standard features: extracting with its "
+                             f"settings (short side {settings.short_side}, crop {settings.crop}, "
+                             f"flow {'on' if settings.flow else 'off'}, "
+                             f"RAFT iterations {settings.raft_iterations})")
+                    extractor = CachedExtractor(weights_dir, device, settings)
                 with progress_bar(None, Path(item).name, quiet) as bar:
                     feats, dur = extractor.features(Path(item), on_window=bar.update, warn=warn)
                 name = str(item)
@@ -222,6 +232,21 @@ def detect(
     sink.close()
     if failed:
         raise typer.Exit(1)
+
+
+def _input_dims(videos: list[Path] | None, features: list[str] | None) -> tuple[int, int]:
+    """Visual / audio feature sizes the detector will be fed: I3D + VGGish when a video is
+    extracted, else those of the first feature files (features made elsewhere may differ)."""
+    from davel.errors import DavelError
+    from extractors import feature_files
+
+    if not videos and features:
+        try:
+            first = feature_files.read(features[0])
+            return first.visual().shape[0], first.audio().shape[0]
+        except DavelError:  # reported with that input below
+            pass
+    return 2048, 128
 
 
 # ------------------------------------------------------------------ weights

@@ -8,9 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from davel.timebase import I3D_VGGISH, TimeBase
 from davel.windows import shift_candidates, window_starts
 from extractors.feature_files import Features
 from weights import store
+
+if TYPE_CHECKING:  # extractors.extract imports torchvision's models: only when extracting
+    from extractors.extract import ExtractionSettings
 
 # Longest input the UnAV baseline runs in one pass (its official long-video
 # path: pad to a multiple of 32, interpolated positional embedding); longer
@@ -44,6 +47,7 @@ class LoadedDetector:
     max_seq_len: int
     device: torch.device
     feature_norm: FeatureNorm | None = None  # from `davel train --standardize-features`
+    extraction: dict | None = None  # the extractor settings of the training features (davel runs)
 
 
 def models_dir() -> Path:
@@ -91,7 +95,34 @@ def load(checkpoint: Path, device: torch.device, labels: list[str] | None = None
     names = labels if labels is not None else meta.get("labels")
     return LoadedDetector(model=model.to(device), kind=info["model"], name=checkpoint.name,
                           sha256=store.sha256_of(checkpoint), labels=names, timebase=tb,
-                          max_seq_len=int(info["max_seq_len"]), device=device, feature_norm=norm)
+                          max_seq_len=int(info["max_seq_len"]), device=device, feature_norm=norm,
+                          extraction=(meta.get("extractor") or {}).get("settings"))
+
+
+def extraction_settings(det: LoadedDetector) -> ExtractionSettings:
+    """How to extract features for ``det``: the settings its training features were
+    made with (davel's own checkpoints), else the published procedure."""
+    from extractors.extract import ExtractionSettings
+
+    known = {f.name for f in fields(ExtractionSettings)}
+    saved = det.extraction if isinstance(det.extraction, dict) else {}
+    try:
+        return ExtractionSettings(**{k: v for k, v in saved.items() if k in known})
+    except TypeError:
+        return ExtractionSettings()
+
+
+def settings_mismatch(det: LoadedDetector, feature_meta: dict | None) -> str | None:
+    """A one-line description of how features' extractor settings differ from the
+    detector's training features, or None (same, or unknown on either side)."""
+    if not isinstance(det.extraction, dict) or not isinstance(feature_meta, dict):
+        return None
+    theirs = feature_meta.get("settings")
+    if not isinstance(theirs, dict):
+        return None
+    diff = [f"{k} {theirs.get(k)!r} (trained on {v!r})" for k, v in sorted(det.extraction.items())
+            if k in theirs and theirs[k] != v]
+    return ", ".join(diff) or None
 
 
 def _dense(det: LoadedDetector, v: np.ndarray, a: np.ndarray, cfg: PostprocessConfig):

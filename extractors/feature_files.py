@@ -77,6 +77,17 @@ def write(out_dir: Path, stem: str, features: Features, meta: dict) -> None:
     atomic_write_text(p["meta"], json.dumps(meta, indent=1, sort_keys=True))
 
 
+def read_meta(prefix: str | Path) -> dict | None:
+    """The ``PREFIX_davel.json`` sidecar, or None when absent or unreadable (e.g. features
+    from elsewhere)."""
+    prefix = Path(prefix)
+    try:
+        meta = json.loads((prefix.parent / f"{prefix.name}_davel.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def read(prefix: str | Path) -> Features:
     """Read ``PREFIX_rgb.npy``, ``_flow.npy``, ``_vggish.npy`` (``PREFIX`` = ``DIR/STEM``)."""
     prefix = Path(prefix)

@@ -27,8 +27,9 @@ TINY = dict(epochs=2, warmup_epochs=1, batch_size=3, lr=2e-3, embd_dim=16, head_
 # ------------------------------------------------------------------ a tiny data set
 
 
-def make_dataset(root, n_train=6, n_val=2, n_test=2, seed=0, classes=2):
+def make_dataset(root, n_train=6, n_val=2, n_test=2, seed=0, classes=2, dims=(DIM_RGB, DIM_AUD)):
     """Features where class c raises rgb channels 2c..2c+1 and audio channel c during an event."""
+    dim_rgb, dim_aud = dims
     rng = np.random.default_rng(seed)
     feats = root / "feats"
     feats.mkdir(parents=True)
@@ -37,9 +38,9 @@ def make_dataset(root, n_train=6, n_val=2, n_test=2, seed=0, classes=2):
         for k in range(n):
             vid = f"{subset}_{k}"
             t = int(rng.integers(20, 45))
-            rgb = rng.normal(0, 0.3, (t, DIM_RGB)).astype(np.float32)
-            flow = rng.normal(0, 0.3, (t, DIM_RGB)).astype(np.float32)
-            aud = rng.normal(0, 0.3, (t, DIM_AUD)).astype(np.float32)
+            rgb = rng.normal(0, 0.3, (t, dim_rgb)).astype(np.float32)
+            flow = rng.normal(0, 0.3, (t, dim_rgb)).astype(np.float32)
+            aud = rng.normal(0, 0.3, (t, dim_aud)).astype(np.float32)
             c = int(rng.integers(0, classes))
             length = int(rng.integers(4, 10))
             s = int(rng.integers(0, t - length))
@@ -466,6 +467,11 @@ def test_standardized_run_stores_statistics_and_detect_applies_them(tmp_path, ti
     plain = pipeline.LoadedDetector(**{**det.__dict__, "feature_norm": None})
     assert pipeline.detect_features(plain, by_hand, with_norm["duration"])["events"] == with_norm["events"]
     assert pipeline.detect_features(plain, f, with_norm["duration"])["events"] != with_norm["events"]
+    # the command line, on features of other sizes than I3D + VGGish: the same events
+    res = runner.invoke(app, ["detect", "--features", str(feats / "test_0"), "--checkpoint",
+                              str(tmp_path / "best.pth"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["events"] == with_norm["events"]
 
 
 def test_checkpoint_with_broken_statistics_is_refused(tmp_path, tiny_data):
@@ -484,3 +490,53 @@ def test_checkpoint_with_broken_statistics_is_refused(tmp_path, tiny_data):
     torch.save(ckpt, tmp_path / "bad.pth")
     with pytest.raises(WeightsError, match="unreadable feature statistics"):
         pipeline.load(tmp_path / "bad.pth", torch.device("cpu"), expect_dims=(2 * DIM_RGB, DIM_AUD))
+
+
+# ------------------------------------------------------------------ extractor settings follow the checkpoint
+
+NON_STANDARD = {"crop": 64, "flow": False, "fps": 25.0, "raft_iterations": 20, "short_side": 128,
+                "stride": 8, "vggish_pca": False, "window": 24}
+
+
+def test_detect_extracts_with_the_training_features_settings(tmp_path, monkeypatch):
+    import davel.feature_cache
+    from davel import pipeline
+    from extractors.extract import ExtractionSettings
+    from extractors.feature_files import read
+
+    ann, feats = make_dataset(tmp_path, n_train=3, n_val=0, dims=(1024, 128))  # I3D + VGGish sizes
+    for meta in feats.glob("*_davel.json"):
+        meta.write_text(json.dumps({"settings": NON_STANDARD, "settings_key": "k"}))
+    train(TrainConfig(model="ccnet", **TINY), ann, feats, tmp_path / "run", max_epochs=1)
+    det = pipeline.load(tmp_path / "run" / "last.pth", torch.device("cpu"))
+    assert pipeline.extraction_settings(det) == ExtractionSettings(crop=64, flow=False, short_side=128)
+
+    seen = []
+
+    class FakeExtractor:
+        def __init__(self, weights_dir, device, settings=None):
+            seen.append(settings)
+
+        def features(self, path, on_window=None, warn=None):
+            return read(feats / "test_0"), 5.0
+
+    monkeypatch.setattr(davel.feature_cache, "CachedExtractor", FakeExtractor)
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"not read by the fake extractor")
+    res = runner.invoke(app, ["detect", str(video), "--checkpoint", str(tmp_path / "run" / "last.pth"),
+                              "--device", "cpu", "-o", str(tmp_path / "ev.json")])
+    assert res.exit_code == 0, res.output
+    assert seen == [ExtractionSettings(crop=64, flow=False, short_side=128)]
+    assert "trained on non-standard features: extracting with its settings (short side 128, crop 64" \
+        in res.stderr
+
+    # features made otherwise than the training features: said, not refused
+    (feats / "test_1_davel.json").write_text(json.dumps({"settings": {**NON_STANDARD, "crop": 224}}))
+    res = runner.invoke(app, ["detect", "--features", str(feats / "test_1"), "--checkpoint",
+                              str(tmp_path / "run" / "last.pth"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "test_1: features made with other extractor settings" in res.stderr
+    assert "crop 224 (trained on 64)" in res.stderr
+    res = runner.invoke(app, ["detect", "--features", str(feats / "test_0"), "--checkpoint",
+                              str(tmp_path / "run" / "last.pth"), "--device", "cpu"])
+    assert res.exit_code == 0 and "other extractor settings" not in res.stderr
