@@ -20,8 +20,9 @@ from torch import Tensor, nn
 
 from davel.detectors.cmcc import cmcc_layer, gate_list
 from davel.detectors.common import (
-    DEFAULT_REGRESSION_RANGE, ClsHead, RegHead, TransformerBlock, TwoStreamStem, count_indexed,
-    head_hparams, level_points, sinusoid_table, strip_module_prefix, to_detector_output,
+    DEFAULT_REGRESSION_RANGE, ClsHead, PyramidDetector, RegHead, TransformerBlock, TwoStreamStem,
+    checkpoint_regression_range, count_indexed, head_hparams, level_points, load_strictly,
+    sinusoid_table, strip_module_prefix, to_detector_output,
     transformer_blocks)
 from davel.detectors.mtgc import MTGCBlock
 from davel.detectors.output import DetectorOutput
@@ -83,7 +84,7 @@ class CCNetBackbone(TwoStreamStem):
         return feats_v, feats_a, masks
 
 
-class CCNetDetector(nn.Module):
+class CCNetDetector(PyramidDetector):
     """CCNet (CMCC backbone, MTGC block, class-aware heads).
 
     ``forward(feats_v [B, Cv, L], feats_a [B, Ca, L], mask [B, L] bool)`` with
@@ -103,18 +104,9 @@ class CCNetDetector(nn.Module):
                  mtgc_dim: int = 128, mtgc_kernel_size: int = 3, use_channel_att: bool = True,
                  layer_scale: bool = True, cls_prior_prob: float = 0.01,
                  regression_range: Sequence[Sequence[float]] = DEFAULT_REGRESSION_RANGE) -> None:
-        super().__init__()
-        num_levels = backbone_arch[-1] + 1
-        if len(regression_range) != num_levels:
-            raise ValueError(f"{len(regression_range)} regression ranges for {num_levels} levels")
-        self.input_dim_v, self.input_dim_a = input_dim_v, input_dim_a
-        self.num_classes = num_classes
-        self.max_seq_len = max_seq_len
-        self.num_levels = num_levels
-        self.regression_range = tuple(tuple(r) for r in regression_range)
-        if max_seq_len % SCALE_FACTOR ** (num_levels - 1):
-            raise ValueError(f"max_seq_len {max_seq_len} is not divisible by "
-                             f"{SCALE_FACTOR ** (num_levels - 1)}")
+        super().__init__(input_dim_v, input_dim_a, num_classes, max_seq_len, backbone_arch,
+                         regression_range, SCALE_FACTOR)
+        num_levels = self.num_levels
 
         self.backbone = CCNetBackbone(input_dim_v, input_dim_a, embd_dim, n_head, embd_kernel_size,
                                       max_seq_len, backbone_arch, embd_with_ln, layer_scale)
@@ -196,14 +188,8 @@ class CCNetDetector(nn.Module):
         except KeyError as err:
             raise WeightsError(f"not a CCNet detector checkpoint (missing {err.args[0]})") from None
         levels = n_cross + 1
-        if regression_range is None:
-            if levels != len(DEFAULT_REGRESSION_RANGE):
-                raise WeightsError(f"CCNet checkpoint has {levels} pyramid levels; "
-                                   f"regression ranges are known for {len(DEFAULT_REGRESSION_RANGE)}")
-            regression_range = DEFAULT_REGRESSION_RANGE
-        if heads["fpn_levels"] != levels:
-            raise WeightsError(f"CCNet checkpoint: {heads['fpn_levels']} head scales "
-                               f"for {levels} levels")
+        regression_range = checkpoint_regression_range("CCNet", levels, heads["fpn_levels"],
+                                                       regression_range)
         if max_seq_len % SCALE_FACTOR ** (levels - 1):
             raise WeightsError(f"CCNet checkpoint built for {max_seq_len} steps, which "
                                f"{levels} pyramid levels cannot halve evenly")
@@ -220,14 +206,7 @@ class CCNetDetector(nn.Module):
                 head_with_ln=heads["with_ln"], class_aware=heads["class_aware"],
                 layer_scale="backbone.ori_CMI_Visual.drop_path_attn.scale" in sd,
                 regression_range=regression_range, **mtgc_kwargs)
-        try:
-            model.load_state_dict(sd, strict=True, assign=True)
-        except RuntimeError as err:
-            detail = " ".join(line.strip() for line in str(err).strip().splitlines()[1:3])
-            if len(detail) > 300:
-                detail = detail[:297] + "..."
-            raise WeightsError(
-                f"CCNet checkpoint does not match the model layout: {detail}") from None
+        load_strictly(model, sd, "CCNet", assign=True)
         model.backbone.reset_buffers(embd_w.device)
         model.MTGC_block.reset_buffers(embd_w.device)
         return model.eval()

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torchvision.ops import stochastic_depth
 
 from davel.detectors.output import DetectorOutput
-from davel.errors import InputError
+from davel.errors import InputError, WeightsError
 
 # Regression ranges of the 6-level pyramid (grid units); only used for the
 # ``points`` rows (training targets), but they are part of the output format.
@@ -344,6 +344,31 @@ class RegHead(_ConvTower):
                 for x, m, scale in zip(feats, masks, self.scale)]
 
 
+class PyramidDetector(nn.Module):
+    """What both detectors record about their inputs and temporal pyramid (subclasses
+    build the layers): feature sizes, classes, ``max_seq_len``, levels (strided
+    layers + 1, checked against the regression ranges) and the total stride
+    ``max_div_factor``, which must divide ``max_seq_len``."""
+
+    def __init__(self, input_dim_v: int, input_dim_a: int, num_classes: int, max_seq_len: int,
+                 backbone_arch: Sequence[int], regression_range: Sequence[Sequence[float]],
+                 scale_factor: int = 2) -> None:
+        super().__init__()
+        num_levels = backbone_arch[-1] + 1
+        if len(regression_range) != num_levels:
+            raise ValueError(f"{len(regression_range)} regression ranges for {num_levels} levels")
+        if max_seq_len % scale_factor ** (num_levels - 1):
+            raise ValueError(f"max_seq_len {max_seq_len} is not divisible by "
+                             f"{scale_factor ** (num_levels - 1)}")
+        self.input_dim_v, self.input_dim_a = input_dim_v, input_dim_a
+        self.num_classes = num_classes
+        self.max_seq_len = max_seq_len
+        self.scale_factor = scale_factor
+        self.num_levels = num_levels
+        self.max_div_factor = scale_factor ** (num_levels - 1)
+        self.regression_range = tuple(tuple(r) for r in regression_range)
+
+
 def level_points(length: int, num_levels: int, scale_factor: int = 2,
                  regression_range: Sequence[Sequence[float]] = DEFAULT_REGRESSION_RANGE
                  ) -> list[Tensor]:
@@ -439,3 +464,30 @@ def head_hparams(state_dict: Mapping[str, Tensor]) -> dict:
         "class_aware": n_offsets == 2 * num_classes,
         "fpn_levels": count_indexed(state_dict, "reg_head.scale"),
     }
+
+
+def checkpoint_regression_range(label: str, levels: int, head_levels: int,
+                                regression_range: Sequence[Sequence[float]] | None
+                                ) -> Sequence[Sequence[float]]:
+    """The regression ranges for a checkpoint with ``levels`` pyramid levels (the
+    published ones unless given); WeightsError when heads and levels disagree."""
+    if regression_range is None:
+        if levels != len(DEFAULT_REGRESSION_RANGE):
+            raise WeightsError(f"{label} checkpoint has {levels} pyramid levels; "
+                               f"regression ranges are known for {len(DEFAULT_REGRESSION_RANGE)}")
+        regression_range = DEFAULT_REGRESSION_RANGE
+    if head_levels != levels:
+        raise WeightsError(f"{label} checkpoint: {head_levels} head scales for {levels} levels")
+    return regression_range
+
+
+def load_strictly(model: nn.Module, state_dict: Mapping[str, Tensor], label: str,
+                  assign: bool = False) -> None:
+    """``load_state_dict(strict=True)`` with torch's multi-line complaint cut to one line."""
+    try:
+        model.load_state_dict(state_dict, strict=True, assign=assign)
+    except RuntimeError as err:
+        detail = " ".join(line.strip() for line in str(err).strip().splitlines()[1:3])
+        if len(detail) > 300:
+            detail = detail[:297] + "..."
+        raise WeightsError(f"{label} checkpoint does not match the model layout: {detail}") from None

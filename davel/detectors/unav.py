@@ -14,9 +14,10 @@ import torch
 from torch import Tensor, nn
 
 from davel.detectors.common import (
-    DEFAULT_REGRESSION_RANGE, ClsHead, MaskedConv1D, RegHead, TransformerBlock, TwoStreamStem,
-    count_indexed, head_hparams, level_points, padded_length, sinusoid_table,
-    strip_module_prefix, to_detector_output, transformer_blocks)
+    DEFAULT_REGRESSION_RANGE, ClsHead, PyramidDetector, MaskedConv1D, RegHead, TransformerBlock, TwoStreamStem,
+    checkpoint_regression_range, count_indexed, head_hparams, level_points, load_strictly,
+    padded_length, PyramidDetector, sinusoid_table, strip_module_prefix, to_detector_output,
+    transformer_blocks)
 from davel.detectors.output import DetectorOutput
 from davel.errors import InputError, WeightsError
 
@@ -111,7 +112,7 @@ class DependencyBlock(nn.Module):
         return [self._level(x, m) for x, m in zip(feats, masks)]
 
 
-class UnAVDetector(nn.Module):
+class UnAVDetector(PyramidDetector):
     """UnAV-100 baseline ("LocPointTransformer", convTransformer backbone, TDM, class-aware heads).
 
     ``forward(feats_v [B, Cv, L], feats_a [B, Ca, L], mask [B, L] bool)`` with
@@ -130,19 +131,9 @@ class UnAVDetector(nn.Module):
                  dependency_kernel_size: int = 3, use_abs_pe: bool = True,
                  layer_scale: bool = True,
                  regression_range: Sequence[Sequence[float]] = DEFAULT_REGRESSION_RANGE) -> None:
-        super().__init__()
-        num_levels = backbone_arch[-1] + 1
-        if len(regression_range) != num_levels:
-            raise ValueError(f"{len(regression_range)} regression ranges for {num_levels} levels")
-        self.input_dim_v, self.input_dim_a = input_dim_v, input_dim_a
-        self.num_classes = num_classes
-        self.max_seq_len = max_seq_len
-        self.scale_factor = scale_factor
-        self.num_levels = num_levels
-        self.max_div_factor = scale_factor ** (num_levels - 1)
-        self.regression_range = tuple(tuple(r) for r in regression_range)
-        if max_seq_len % self.max_div_factor:
-            raise ValueError(f"max_seq_len {max_seq_len} is not divisible by {self.max_div_factor}")
+        super().__init__(input_dim_v, input_dim_a, num_classes, max_seq_len, backbone_arch,
+                         regression_range, scale_factor)
+        num_levels = self.num_levels
 
         self.backbone = CrossModalPyramid(
             input_dim_v, input_dim_a, embd_dim, n_head, embd_kernel_size, max_seq_len,
@@ -204,13 +195,8 @@ class UnAVDetector(nn.Module):
         except KeyError as err:
             raise WeightsError(f"not an UnAV detector checkpoint (missing {err.args[0]})") from None
         levels = n_cross + 1
-        if regression_range is None:
-            if levels != len(DEFAULT_REGRESSION_RANGE):
-                raise WeightsError(f"UnAV checkpoint has {levels} pyramid levels; "
-                                   f"regression ranges are known for {len(DEFAULT_REGRESSION_RANGE)}")
-            regression_range = DEFAULT_REGRESSION_RANGE
-        if heads["fpn_levels"] != levels:
-            raise WeightsError(f"UnAV checkpoint: {heads['fpn_levels']} head scales for {levels} levels")
+        regression_range = checkpoint_regression_range("UnAV", levels, heads["fpn_levels"],
+                                                       regression_range)
         model = cls(
             input_dim_v=embd_w.shape[1], input_dim_a=sd["backbone.embd_A.0.conv.weight"].shape[1],
             embd_dim=embd_w.shape[0], n_head=n_head, num_classes=heads["num_classes"],
@@ -222,11 +208,5 @@ class UnAVDetector(nn.Module):
             use_abs_pe=use_abs_pe,
             layer_scale="backbone.ori_cross_att_Va.drop_path_attn.scale" in sd,
             regression_range=regression_range, **dep_kwargs)
-        try:
-            model.load_state_dict(sd, strict=True)
-        except RuntimeError as err:
-            detail = " ".join(line.strip() for line in str(err).strip().splitlines()[1:3])
-            if len(detail) > 300:
-                detail = detail[:297] + "..."
-            raise WeightsError(f"UnAV checkpoint does not match the model layout: {detail}") from None
+        load_strictly(model, sd, "UnAV")
         return model.eval()
