@@ -22,8 +22,7 @@ from davel.detectors.cmcc import cmcc_layer, gate_list
 from davel.detectors.common import (
     DEFAULT_REGRESSION_RANGE, ClsHead, PyramidDetector, RegHead, TransformerBlock, TwoStreamStem,
     checkpoint_regression_range, count_indexed, head_hparams, level_points, load_strictly,
-    sinusoid_table, strip_module_prefix, to_detector_output,
-    transformer_blocks)
+    sinusoid_table, strip_module_prefix, to_detector_output, transformer_blocks)
 from davel.detectors.mtgc import MTGCBlock
 from davel.detectors.output import DetectorOutput
 from davel.errors import InputError, WeightsError

@@ -14,9 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from davel.detectors.common import (
-    DEFAULT_REGRESSION_RANGE, ClsHead, PyramidDetector, MaskedConv1D, RegHead, TransformerBlock, TwoStreamStem,
-    checkpoint_regression_range, count_indexed, head_hparams, level_points, load_strictly,
-    padded_length, PyramidDetector, sinusoid_table, strip_module_prefix, to_detector_output,
+    DEFAULT_REGRESSION_RANGE, ClsHead, MaskedConv1D, PyramidDetector, RegHead, TransformerBlock,
+    TwoStreamStem, checkpoint_regression_range, count_indexed, head_hparams, level_points,
+    load_strictly, padded_length, sinusoid_table, strip_module_prefix, to_detector_output,
     transformer_blocks)
 from davel.detectors.output import DetectorOutput
 from davel.errors import InputError, WeightsError
