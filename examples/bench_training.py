@@ -22,8 +22,9 @@ import torch
 
 
 def make_features(root: Path, videos: int, steps: int, classes: int, seed: int = 0) -> Path:
-    """``videos`` training videos of ``steps`` random feature steps, three events each,
-    with labels cycling over ``classes`` (UnAV-100 has 100: the per-class blocks cost with it)."""
+    """``videos`` training videos of ``steps`` random feature steps, three or more events
+    each, with labels cycling over all ``classes`` (UnAV-100 has 100: the per-class
+    blocks cost with it)."""
     from extractors.feature_files import Features, write
 
     rng = np.random.default_rng(seed)
@@ -34,10 +35,10 @@ def make_features(root: Path, videos: int, steps: int, classes: int, seed: int =
         write(feats, vid, Features(*(rng.standard_normal((steps, d)).astype(np.float32)
                                      for d in (1024, 1024, 128))), {})
         duration = (8 * (steps - 1) + 24) / 25
-        events = []
-        for j in range(3):
+        events, per_video = [], max(3, -(-classes // videos))
+        for j in range(per_video):
             start = float(rng.uniform(0, duration * 0.7))
-            c = (3 * k + j) % classes
+            c = (per_video * k + j) % classes
             events.append({"segment": [start, start + duration / 4], "label": f"c{c}", "label_id": c})
         db[vid] = {"subset": "train", "duration": duration, "annotations": events}
     (root / "ann.json").write_text(json.dumps({"database": db}))
