@@ -8,12 +8,13 @@ backward, AdamW, EMA; no validation) on random I3D + VGGish sized features
 - the papers' recipe: embd 512, batch 16, max_seq_len 224 (CCNet and UnAV),
 - the small model the synthetic benchmark trains: embd 64, batch 8, max_seq_len 32 (CCNet).
 
-    python examples/bench_training.py [--steps 4] [--device cpu] [--threads N]
+    python examples/bench_training.py [--steps 4] [--device cpu] [--threads N] [--recipe-batch 16]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import tempfile
 from pathlib import Path
 
@@ -45,35 +46,60 @@ def make_features(root: Path, videos: int, steps: int, classes: int, seed: int =
     return feats
 
 
+def _time_one(queue, cfg, steps: int, classes: int, n_steps: int, device: str,
+              threads: int | None) -> None:
+    """Child process: one epoch of ``n_steps`` optimiser steps; reports steps/s and peak RSS."""
+    import resource
+
+    from davel.training import train
+
+    if threads:
+        torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        feats = make_features(root, cfg.batch_size * n_steps, steps, classes)
+        rec = train(cfg, root / "ann.json", feats, root / "run", device=device).history[0]
+    # ru_maxrss is in KiB on Linux
+    queue.put((rec.steps_per_s, rec.steps, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=4, help="optimiser steps timed per configuration")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--recipe-batch", type=int, default=16,
+                    help="batch size of the papers' recipe rows (16 needs ~30 GB on the CPU)")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
-    from davel.training import TrainConfig, train
+    from davel.training import TrainConfig
 
+    b = args.recipe_batch
     runs = [
-        ("ccnet, papers' recipe (embd 512, batch 16, 224 steps, 100 classes)",
-         TrainConfig(model="ccnet", epochs=1, warmup_epochs=0), 300, 100),
-        ("unav, papers' recipe (embd 512, batch 16, 224 steps, 100 classes)",
-         TrainConfig(model="unav", epochs=1, warmup_epochs=0), 300, 100),
+        (f"ccnet, papers' recipe (embd 512, batch {b}, 224 steps, 100 classes)",
+         TrainConfig(model="ccnet", epochs=1, warmup_epochs=0, batch_size=b), 300, 100),
+        (f"unav, papers' recipe (embd 512, batch {b}, 224 steps, 100 classes)",
+         TrainConfig(model="unav", epochs=1, warmup_epochs=0, batch_size=b), 300, 100),
         ("ccnet, synthetic benchmark (embd 64, batch 8, 32 steps, 3 classes)",
          TrainConfig(model="ccnet", epochs=1, warmup_epochs=0, batch_size=8, embd_dim=64,
                      head_dim=64, dependency_dim=16, max_seq_len=32), 40, 3),
     ]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+    threads = args.threads or torch.get_num_threads()
+    print(f"torch {torch.__version__}, {threads} threads, device {args.device}")
+    # one fresh process per configuration, so that each peak memory figure is its own
+    ctx = multiprocessing.get_context("spawn")
     for name, cfg, steps, classes in runs:
-        with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp)
-            feats = make_features(root, cfg.batch_size * args.steps, steps, classes)
-            res = train(cfg, root / "ann.json", feats, root / "run", device=args.device)
-            rec = res.history[0]
-            print(f"{name:70s} {rec.steps_per_s:7.3f} steps/s "
-                  f"({rec.steps_per_s * cfg.batch_size:6.2f} videos/s, {rec.steps} steps)")
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_time_one,
+                           args=(queue, cfg, steps, classes, args.steps, args.device, args.threads))
+        proc.start()
+        proc.join()
+        if proc.exitcode != 0:
+            print(f"{name:70s} failed (exit {proc.exitcode}; -9 is usually out of memory)")
+            continue
+        steps_per_s, n, peak_gib = queue.get()
+        print(f"{name:70s} {steps_per_s:7.3f} steps/s ({steps_per_s * cfg.batch_size:6.2f} "
+              f"videos/s, {n} steps, peak RSS {peak_gib:5.1f} GiB)")
 
 
 if __name__ == "__main__":
