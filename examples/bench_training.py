@@ -16,6 +16,8 @@ import argparse
 import json
 import multiprocessing
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +48,9 @@ def make_features(root: Path, videos: int, steps: int, classes: int, seed: int =
     return feats
 
 
-def _time_one(queue, cfg, steps: int, classes: int, n_steps: int, device: str,
-              threads: int | None) -> None:
-    """Child process: one epoch of ``n_steps`` optimiser steps; reports steps/s and peak RSS."""
+def _time_one(cfg, steps: int, classes: int, n_steps: int, device: str,
+              threads: int | None) -> tuple[float, int, float]:
+    """Child process: one epoch of ``n_steps`` optimiser steps -> (steps/s, steps, peak RSS GiB)."""
     import resource
 
     from davel.training import train
@@ -60,7 +62,7 @@ def _time_one(queue, cfg, steps: int, classes: int, n_steps: int, device: str,
         feats = make_features(root, cfg.batch_size * n_steps, steps, classes)
         rec = train(cfg, root / "ann.json", feats, root / "run", device=device).history[0]
     # ru_maxrss is in KiB on Linux
-    queue.put((rec.steps_per_s, rec.steps, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20))
+    return rec.steps_per_s, rec.steps, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def main() -> None:
@@ -69,7 +71,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--recipe-batch", type=int, default=16,
-                    help="batch size of the papers' recipe rows (16 needs ~30 GB on the CPU)")
+                    help="batch size of the papers' recipe rows (16 needs more than 24 GB on the CPU)")
     args = ap.parse_args()
 
     from davel.training import TrainConfig
@@ -89,15 +91,13 @@ def main() -> None:
     # one fresh process per configuration, so that each peak memory figure is its own
     ctx = multiprocessing.get_context("spawn")
     for name, cfg, steps, classes in runs:
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_time_one,
-                           args=(queue, cfg, steps, classes, args.steps, args.device, args.threads))
-        proc.start()
-        proc.join()
-        if proc.exitcode != 0:
-            print(f"{name:70s} failed (exit {proc.exitcode}; -9 is usually out of memory)")
-            continue
-        steps_per_s, n, peak_gib = queue.get()
+        with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            try:
+                steps_per_s, n, peak_gib = pool.submit(
+                    _time_one, cfg, steps, classes, args.steps, args.device, args.threads).result()
+            except BrokenProcessPool:
+                print(f"{name:70s} failed: the process died (usually out of memory)")
+                continue
         print(f"{name:70s} {steps_per_s:7.3f} steps/s ({steps_per_s * cfg.batch_size:6.2f} "
               f"videos/s, {n} steps, peak RSS {peak_gib:5.1f} GiB)")
 
