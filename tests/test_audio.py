@@ -1,4 +1,9 @@
-"""Audio decoding: the reference's ADTS copy (pre-roll included), the s16 step, odd files."""
+"""Audio decoding: the reference's ADTS copy (pre-roll included), the s16 step, odd files.
+
+Kinds (see tests/helpers.py): exact by construction. Samples are 16-bit integers
+divided by 32768 (exact in float64) and averaged over two channels (one IEEE
+addition and a halving, exact on every CPU); lossy codecs are checked loosely.
+"""
 from fractions import Fraction
 
 import av

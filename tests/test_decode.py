@@ -1,4 +1,10 @@
-"""Decoding: ffmpeg `fps` filter frame choice, rotation, pixels, bad files."""
+"""Decoding: ffmpeg `fps` filter frame choice, rotation, pixels, bad files.
+
+Kinds (see tests/helpers.py): exact by construction. Frame selection is integer
+timestamp arithmetic, pixels come from integer decoders and PIL's fixed-point
+resize: bit-exact for the FFmpeg-in-PyAV and Pillow versions the fixtures were
+made with (tests/constraints.txt pins them for CI).
+"""
 import numpy as np
 import pytest
 

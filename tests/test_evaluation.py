@@ -1,4 +1,10 @@
-"""mAP parity with ANETdetection (tests/fixtures/detector/map_*.json)."""
+"""mAP parity with ANETdetection (tests/fixtures/detector/map_*.json).
+
+Kind (see tests/helpers.py): float tolerance of 1e-6 on AP values in [0, 1]. The
+matching is decided by comparisons of float64 tIoUs and scores (the fixture's
+scores are all distinct, so argsort tie order cannot matter), and AP is a short
+float64 sum: a few ulps apart at most on any CPU.
+"""
 import json
 
 import numpy as np

@@ -3,6 +3,9 @@
 Fixture: tests/fixtures/visual/flow_transform.npz. The integers must be equal:
 a one-pixel crop shift or floor instead of round would hide inside RAFT's
 float noise further down, so this is the only place they can be caught.
+
+Kind (see tests/helpers.py): exact by construction (elementwise clamp, scale and
+round of the fixture's own field, then integer quantisation).
 """
 from __future__ import annotations
 

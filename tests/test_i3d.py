@@ -1,4 +1,9 @@
-"""I3D rgb / flow streams against the original video_features I3D (stand-in weights, salt 0)."""
+"""I3D rgb / flow streams against the original video_features I3D (stand-in weights, salt 0).
+
+Kinds (see tests/helpers.py): the streams against the fixture are float tolerance
+(relative to the reference's largest magnitude); input scaling, layouts and the
+one-pass head are exact by construction (elementwise casts, copies, the same op twice).
+"""
 import numpy as np
 import pytest
 import torch
@@ -6,6 +11,8 @@ import torch
 from davel.errors import WeightsError
 from extractors.i3d import I3D, flow_to_i3d_input, load_i3d, rgb_to_i3d_input
 from weights.standin import load_manifest, standin_state_dict
+
+from helpers import report
 
 # Parity README: features and logits within 1e-4 of the reference's largest magnitude.
 REL_TOL = 1e-4
@@ -38,6 +45,8 @@ def rel_err(got: np.ndarray, ref: np.ndarray) -> float:
 def test_stream_matches_reference(stream, stacks, outputs):
     feats, logits = outputs[stream]
     assert feats.shape == (1024,) and logits.shape == (400,)
+    report(f"i3d[{stream}]", "max_rel_features", rel_err(feats, stacks[f"{stream}_feat"]))
+    report(f"i3d[{stream}]", "max_rel_logits", rel_err(logits, stacks[f"{stream}_logits"]))
     assert rel_err(feats, stacks[f"{stream}_feat"]) <= REL_TOL
     assert rel_err(logits, stacks[f"{stream}_logits"]) <= REL_TOL
 

@@ -1,4 +1,10 @@
-"""Decoding + NMS + seconds parity with the detectors' inference_single_video / postprocessing."""
+"""Decoding + NMS + seconds parity with the detectors' inference_single_video / postprocessing.
+
+Kinds (see tests/helpers.py): float tolerance throughout. The sigmoid is a
+vectorised libm kernel whose last bit differs between CPUs, so candidates of
+near-equal probability may be ordered differently: they are matched per label
+as multisets, never by position. Clamping and masks are exact by construction.
+"""
 import numpy as np
 import pytest
 import torch
@@ -7,7 +13,7 @@ from davel.detectors.output import DetectorOutput
 from davel.postprocess import (Detections, PostprocessConfig, candidates, nms_to_seconds,
                                postprocess, to_seconds)
 from davel.timebase import I3D_VGGISH, TimeBase
-from test_softnms import assert_same_detections
+from helpers import assert_same_detections, report
 
 MODEL_FIXTURES = ["unav_T150", "unav_T300", "ccnet_T150", "ccnet_T224"]
 
@@ -32,9 +38,16 @@ def test_candidates_match_inference_single_video(fixtures, name):
     z = np.load(fixtures / "detector" / f"{name}.npz")
     segs, scores, labels = candidates(output_from_fixture(z))
     assert segs.shape == z["cand_segments"].shape
-    np.testing.assert_array_equal(labels, z["cand_labels"])
-    np.testing.assert_allclose(scores, z["cand_scores"], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(segs, z["cand_segments"], rtol=0, atol=1e-5)
+    worst = assert_same_detections((segs, scores, labels),
+                                   (z["cand_segments"], z["cand_scores"], z["cand_labels"]),
+                                   seg_tol=1e-5, score_tol=1e-6)
+    report(f"candidates[{name}]", "max_abs_segment", worst[0])
+    report(f"candidates[{name}]", "max_abs_score", worst[1])
+    # each level comes out by descending probability, as the reference's sort leaves it
+    out = output_from_fixture(z)
+    for i in range(6):
+        level = DetectorOutput([out.cls_logits[i]], [out.offsets[i]], [out.masks[i]], [out.points[i]])
+        assert np.all(np.diff(candidates(level)[1]) <= 0)
 
 
 @pytest.mark.parametrize("name", MODEL_FIXTURES)
@@ -42,8 +55,10 @@ def test_final_detections_match_model_output(fixtures, name):
     z = np.load(fixtures / "detector" / f"{name}.npz")
     det = postprocess(output_from_fixture(z), float(z["duration"]), timebase_of(z))
     assert isinstance(det, Detections)
-    assert_same_detections(tuple(det), (z["segments_sec"], z["scores"], z["labels"]),
-                           seg_tol=1e-3, score_tol=1e-4)
+    worst = assert_same_detections(tuple(det), (z["segments_sec"], z["scores"], z["labels"]),
+                                   seg_tol=1e-3, score_tol=1e-4)
+    report(f"final[{name}]", "max_abs_seconds", worst[0])
+    report(f"final[{name}]", "max_abs_score", worst[1])
     assert det.segments.min() >= 0 and det.segments.max() <= np.float32(z["duration"])
 
 

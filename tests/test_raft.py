@@ -2,8 +2,13 @@
 
 Parity fixture: tests/fixtures/visual/raft_pair.npz, made by video_features'
 RAFT with the salt-0 stand-in weights (README in /work/shared/parity/visual).
-Past iteration 8 the stand-in RAFT is chaotic, so only iterations 1, 2 and 4
-are asserted (README tolerances); 8 and 20 are reported.
+Kinds (see tests/helpers.py): key conversion and padding are exact by
+construction (copies); flow is float tolerance. Iterations 1, 2 and 4 are held
+to the README tolerances. Past iteration 8 the stand-in RAFT is chaotic: the
+same build on another CPU code path moves iteration 8 by up to 0.28 px (mean
+0.006 px) and iteration 20 by up to 47 px (mean 2.5 px of a mean flow of 74 px),
+measured here with ATEN_CPU_CAPABILITY=default and ONEDNN_MAX_CPU_ISA=SSE41 against
+the AVX2 path the fixture was made on; those get bounds on the mean error.
 """
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ from davel.errors import WeightsError
 from extractors.raft import (FlowEstimator, convert_original_raft_state_dict, load_raft,
                              pad_amounts, pad_frames)
 from weights.standin import standin_state_dict
+
+from helpers import report
 
 # Max abs difference (px) allowed per iteration: ~10x the 1-vs-2-thread noise.
 ITER_TOLERANCE = {1: 1e-3, 2: 1e-2, 4: 5e-2}
@@ -152,23 +159,30 @@ def test_flow_matches_reference_early_iterations(flow_iterations, raft_pair, ite
     got = flow_iterations[iteration - 1]
     assert got.shape == ref.shape == (2, 256, 344) and got.dtype == torch.float32
     err = (got - ref).abs().max().item()
+    report("raft", f"iter{iteration}_max_abs_px", err)
     assert err <= ITER_TOLERANCE[iteration], f"iteration {iteration}: max abs {err:.3g} px"
 
 
-def test_report_late_iterations(flow_iterations, raft_pair, record_property):
-    """Not asserted: past iteration 8 only the same build and thread count gives the same bits."""
+def test_late_iterations_stay_near_the_reference(flow_iterations, raft_pair):
+    """Iterations 8 and 20: bounded mean error (10x / 4x the spread measured between CPU
+    code paths, see the module doc), every value finite."""
     refs = {8: raft_pair["flow_iters"][raft_pair["flow_iters_index"].tolist().index(8)],
             20: raft_pair["flow"]}
+    bounds = {8: 0.05, 20: 0.1 * float(np.abs(raft_pair["flow"]).mean())}  # px
     for iteration, ref in refs.items():
-        diff = (flow_iterations[iteration - 1] - torch.from_numpy(ref)).abs()
-        record_property(f"iter{iteration}_max_abs", diff.max().item())
-        record_property(f"iter{iteration}_mean_abs", diff.mean().item())
-        print(f"RAFT iteration {iteration}: max abs {diff.max().item():.3g} px, "
-              f"mean {diff.mean().item():.3g} px (2 threads)")
+        got = flow_iterations[iteration - 1]
+        assert bool(torch.isfinite(got).all())
+        diff = (got - torch.from_numpy(ref)).abs()
+        report("raft", f"iter{iteration}_max_abs_px", diff.max().item())
+        report("raft", f"iter{iteration}_mean_abs_px", diff.mean().item())
+        assert diff.mean().item() <= bounds[iteration], \
+            f"iteration {iteration}: mean abs {diff.mean().item():.3g} px"
 
 
 def test_call_returns_last_iteration_in_batches(estimator):
-    """__call__ is the last iteration; splitting into batches does not change the bits on CPU."""
+    """__call__ is the last iteration (exact: the same computation); splitting into batches
+    changes only float noise (4.5e-5 px of 34 px measured with oneDNN's SSE4.1 kernels,
+    0 on AVX2/AVX-512), so allow 1e-3 px."""
     gen = torch.Generator().manual_seed(0)
     frames = torch.randint(0, 256, (3, 3, 128, 136), generator=gen, dtype=torch.uint8)
     small = FlowEstimator(estimator.model, num_flow_updates=2)
@@ -176,7 +190,7 @@ def test_call_returns_last_iteration_in_batches(estimator):
     assert whole.shape == (2, 2, 128, 136) and whole.dtype == torch.float32
     assert torch.equal(whole, small.iterations(frames[:2], frames[1:])[-1])
     split = FlowEstimator(estimator.model, num_flow_updates=2, batch_size=1)(frames[:2], frames[1:])
-    assert torch.equal(whole, split)
+    assert (whole - split).abs().max().item() <= 1e-3
 
 
 def test_memory_layout_does_not_change_the_bits(estimator):

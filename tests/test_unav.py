@@ -1,4 +1,8 @@
-"""UnAV-100 baseline detector: parity with the original code, checkpoint loading, refusals."""
+"""UnAV-100 baseline detector: parity with the original code, checkpoint loading, refusals.
+
+Kinds (see tests/helpers.py): outputs against the fixtures are float tolerance
+(tests/detector_parity.py); loading and layouts are exact by construction (copies).
+"""
 from __future__ import annotations
 
 import numpy as np

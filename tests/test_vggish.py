@@ -2,6 +2,11 @@
 
 Fixtures: tests/fixtures/audio/vggish_unit.npz and tests/fixtures/pipeline/sample_a_vggish*.npy
 (stand-in weights, salt 0); tolerances from the parity README.
+
+Kinds (see tests/helpers.py): the layout and file-format checks are exact by
+construction; the front end (FFT, log) and the network are float tolerance: the
+log-mel to 1e-9 (float64), the embedding relative to its largest magnitude, the
+8-bit PCA output up to the .5 rounding ties that a last-bit change can flip.
 """
 import io
 import pickle
@@ -15,6 +20,8 @@ from extractors.audio import AudioTrack, decode_audio, silence
 from extractors.vggish import (VGGish, embed_examples, frame_examples, load_pca, load_vggish, log_mel,
                                num_examples, vggish_features)
 from weights.standin import load_manifest, standin_state_dict
+
+from helpers import report, ulps
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +71,7 @@ def test_state_dict_is_the_original_layout():
 def test_model_matches_reference(unit, model, pca):
     raw = embed_examples(unit["examples"], model).numpy()
     ref = unit["embedding_raw"]
+    report("vggish_model", "max_rel_embedding", np.abs(raw - ref).max() / np.abs(ref).max())
     assert np.abs(raw - ref).max() <= 1e-4 * np.abs(ref).max()
     q = pca(torch.from_numpy(raw)).numpy()
     diff = np.abs(q - unit["embedding"])
@@ -92,7 +100,9 @@ def test_too_short_audio_is_an_input_error(model):
 
 def test_silence_gives_identical_rows(model):
     emb = vggish_features(silence(2.0), model)
-    assert emb.shape == (num_examples(32000), 128) and np.array_equal(emb, emb[:1].repeat(len(emb), 0))
+    # identical inputs in one batch: a GEMM may still round rows at other offsets differently
+    assert emb.shape == (num_examples(32000), 128)
+    assert np.abs(emb - emb[:1]).max() <= ulps(emb)
 
 
 # ---------------------------------------------------------------- loading
