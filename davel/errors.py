@@ -1,13 +1,12 @@
-"""User-facing errors: each carries a one-line message the CLI prints as is."""
+"""The errors davel raises: one-line messages the CLI prints as they are.
+
+The base classes are defined in :mod:`weights.errors` (the bottom layer, so
+extractors and weights raise the same types) and re-exported here.
+"""
+from weights.errors import DavelError, InputError, WeightsError
+
+__all__ = ["DavelError", "InputError", "WeightsError", "EvaluationError"]
 
 
-class DavelError(Exception):
-    """A user-facing error with a one-line message."""
-
-
-class InputError(DavelError):
-    """The input video or feature file cannot be used (corrupt, too short, no stream...)."""
-
-
-class WeightsError(DavelError):
-    """A weights file is missing, fails its hash check, or has the wrong layout."""
+class EvaluationError(DavelError):
+    """Ground truth or predictions cannot be read for evaluation."""

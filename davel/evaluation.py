@@ -18,21 +18,20 @@ What the reference does, including its quirks:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from davel.errors import DavelError
+from davel.annotations import Annotations, read_annotations
+from davel.errors import EvaluationError
+from extractors.media import VIDEO_SUFFIXES
 
 DEFAULT_TIOU_THRESHOLDS = np.linspace(0.1, 0.9, 9)
 _DUPLICATE_TOL = 1e-3
 _OFFICIAL_KEYS = ("video-id", "t-start", "t-end", "label", "score")
-
-
-class EvaluationError(DavelError):
-    """Ground truth or predictions cannot be read for evaluation."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ class SegmentTable:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def take(self, idx: np.ndarray) -> "SegmentTable":
+    def take(self, idx: np.ndarray) -> SegmentTable:
         return SegmentTable(self.video_ids[idx], self.starts[idx], self.ends[idx],
                             self.labels[idx], None if self.scores is None else self.scores[idx])
 
@@ -88,15 +87,15 @@ def _read_json(path: str | Path) -> Any:
     """A JSON document, or a list of the objects of a JSON Lines file."""
     try:
         text = Path(path).read_text(encoding="utf8")
-    except OSError as e:
-        raise EvaluationError(f"cannot read {path}: {e.strerror or e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise EvaluationError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from e
     try:
         return json.loads(text)
     except json.JSONDecodeError as first:
         try:
             return [json.loads(line) for line in text.splitlines() if line.strip()]
         except json.JSONDecodeError:
-            raise EvaluationError(f"{path} is neither JSON nor JSON Lines: {first}") from None
+            raise EvaluationError(f"{path} is neither JSON nor JSON Lines: {first}") from first
 
 
 # ----------------------------------------------------------------- ground truth
@@ -105,41 +104,32 @@ def _is_duplicate(seg, label, kept) -> bool:
                and label == k[2] for k in kept)
 
 
-def load_ground_truth(source: str | Path | Mapping, subset: str | None = "test") -> SegmentTable:
-    """UnAV-100 annotation JSON (path or parsed) -> ground-truth table.
+def load_ground_truth(source: str | Path | Mapping | Annotations,
+                      subset: str | None = "test") -> SegmentTable:
+    """UnAV-100 annotations (a path, the parsed JSON or :class:`Annotations`) -> ground-truth table.
 
-    Layout: ``{"database": {video_id: {"subset": ..., "annotations":
-    [{"segment": [s, e], "label_id": int, ...}]}}}``. Only videos with
-    ``subset.lower() == subset`` are kept (all when ``subset`` is None) and
-    near-duplicate annotations are dropped.
+    Read by :func:`davel.annotations.read_annotations`; only videos of
+    ``subset`` (lower-cased) are kept (all when ``subset`` is None) and
+    near-duplicate annotations are dropped as the reference does.
     """
-    doc = _read_json(source) if isinstance(source, (str, Path)) else source
-    if not isinstance(doc, Mapping) or not isinstance(doc.get("database"), Mapping):
-        raise EvaluationError('ground truth must be a JSON object with a "database" object')
+    ann = source if isinstance(source, Annotations) else read_annotations(source)
     vids, starts, ends, labels = [], [], [], []
-    for vid, video in doc["database"].items():
-        try:
-            if subset is not None and video["subset"].lower() != subset:
-                continue
-            kept: list[tuple] = []
-            for ann in video["annotations"]:
-                seg, label = ann["segment"], int(ann["label_id"])
-                if not _is_duplicate(seg, label, kept):
-                    kept.append((seg[0], seg[1], label))
-        except (KeyError, TypeError, IndexError, ValueError) as e:
-            raise EvaluationError(f"ground truth video {vid!r} is malformed ({type(e).__name__}: {e})") from None
+    for video in ann.subset(subset):
+        kept: list[tuple] = []
+        for (s, e), label in zip(video.segments.tolist(), video.labels.tolist()):
+            if not _is_duplicate((s, e), label, kept):
+                kept.append((s, e, label))
         for s, e, label in kept:
-            vids.append(vid)
-            starts.append(float(s))
-            ends.append(float(e))
+            vids.append(video.video_id)
+            starts.append(s)
+            ends.append(e)
             labels.append(label)
     return _table(vids, starts, ends, labels)
 
 
 # ------------------------------------------------------------------ predictions
 # Only these suffixes are taken for file extensions: ids of the users' own data may hold dots.
-_MEDIA_SUFFIXES = frozenset((".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg",
-                             ".mpeg", ".ts", ".wmv", ".3gp", ".ogv", ".npy"))
+_MEDIA_SUFFIXES = VIDEO_SUFFIXES | {".npy"}
 
 
 def video_id_from_name(name: str) -> str:
@@ -209,7 +199,7 @@ def load_predictions(source: Any) -> SegmentTable:
             if all(isinstance(r, Mapping) and "video" in r and "events" in r for r in doc):
                 return _from_davel_videos(doc)
     except (KeyError, TypeError, IndexError, ValueError) as e:
-        raise EvaluationError(f"malformed predictions ({type(e).__name__}: {e})") from None
+        raise EvaluationError(f"malformed predictions ({type(e).__name__}: {e})") from e
     raise EvaluationError(
         "unrecognised predictions layout: expected video-id/t-start/t-end/label/score "
         'columns, a {"database": ...} object, or {"video", "events"} objects')
@@ -323,8 +313,8 @@ def evaluate_map(
     """mAP of ``predictions`` against ``ground_truth`` as ``ANETdetection.evaluate``.
 
     Args:
-        ground_truth: annotation JSON path, its parsed object, or a ``SegmentTable``
-            (then ``subset`` is not applied).
+        ground_truth: annotation JSON path, its parsed object, :class:`Annotations`,
+            or a ``SegmentTable`` (then ``subset`` is not applied).
         predictions: anything :func:`load_predictions` accepts.
         tiou_thresholds: tIoU thresholds.
         subset: split to evaluate (compared with each video's lower-cased ``subset``).

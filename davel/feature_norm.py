@@ -12,8 +12,9 @@ flatten.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ class FeatureNorm:
     audio_std: np.ndarray
 
     @classmethod
-    def fit(cls, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> "FeatureNorm":
+    def fit(cls, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> FeatureNorm:
         """Statistics over every time step of ``(visual [Cv, T], audio [Ca, T])`` pairs
         (float64 sums: an hour of training video is millions of steps)."""
         sums: list[list[np.ndarray]] = []
@@ -70,7 +71,7 @@ class FeatureNorm:
                 for k in ("visual_mean", "visual_std", "audio_mean", "audio_std")}
 
     @classmethod
-    def from_meta(cls, meta: Any) -> "FeatureNorm | None":
+    def from_meta(cls, meta: Any) -> FeatureNorm | None:
         """The statistics a checkpoint holds, or None (official checkpoints, untransformed runs)."""
         if not isinstance(meta, dict):
             return None

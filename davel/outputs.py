@@ -6,9 +6,9 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from weights.store import atomic_write_text
+from weights.atomic import atomic_write_text, commit_file, temp_path_for
 
 FORMATS = ("json", "jsonl", "csv", "srt", "vtt")
 
@@ -65,31 +65,63 @@ def render(results: list[dict], fmt: str) -> str:
 
 
 class ResultSink:
-    """Collects results and writes them: streamed for JSON Lines, else at the end.
+    """Collects results and writes them: JSON Lines line by line, the other formats at the end.
 
-    Files are written atomically (temp + rename), so an interrupted run never
-    leaves a half-written result over an earlier one.
+    Use it as a context manager. Files are written through a temporary file
+    beside the output and renamed into place when the sink closes, also after
+    an interruption (Ctrl-C) so finished results are kept; a run that produced
+    no result leaves an earlier output untouched. JSON Lines is appended and
+    flushed per result, so a thousand videos cost a thousand lines, not a
+    thousand rewrites.
     """
 
     def __init__(self, path: str | None, fmt: str, stream: TextIO | None = None):
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
         self.path = None if path in (None, "-") else Path(path)
         self.fmt = fmt
         self.stream = stream or sys.stdout
         self.results: list[dict] = []
+        self.count = 0
+        self._tmp: Path | None = None
+        self._file = None
 
-    def add(self, result: dict) -> None:
-        self.results.append(result)
-        if self.fmt == "jsonl":
-            if self.path is None:
-                self.stream.write(json.dumps(result) + "\n")
-                self.stream.flush()
-            else:
-                atomic_write_text(self.path, render(self.results, "jsonl"))
+    def __enter__(self) -> ResultSink:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def add(self, result: Any) -> None:
+        """Add one result (a dict, or anything with ``to_dict()``)."""
+        if hasattr(result, "to_dict"):
+            result = result.to_dict()
+        self.count += 1
+        if self.fmt != "jsonl":
+            self.results.append(result)
+            return
+        line = json.dumps(result) + "\n"
+        if self.path is None:
+            self.stream.write(line)
+            self.stream.flush()
+            return
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = temp_path_for(self.path)
+            self._file = open(self._tmp, "x", encoding="utf8")
+        self._file.write(line)
+        self._file.flush()
 
     def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            commit_file(self._tmp, self.path)
+            return
         if self.fmt == "jsonl" or not self.results:
-            return  # JSON Lines went out as each result arrived
+            return
         text = render(self.results, self.fmt)
+        self.results = []
         if self.path is None:
             self.stream.write(text)
             self.stream.flush()

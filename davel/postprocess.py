@@ -16,7 +16,7 @@ import torch
 from davel.detectors.output import DetectorOutput
 from davel.errors import DavelError
 from davel.softnms import soft_nms_1d
-from davel.timebase import I3D_VGGISH, TimeBase
+from extractors.timebase import I3D_VGGISH, TimeBase
 
 
 @dataclass(frozen=True)

@@ -28,18 +28,18 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
 
-    from davel import pipeline
-    from davel.timebase import I3D_VGGISH
+    import davel
     from extractors import audio, decode
     from extractors.extract import FeatureExtractor
     from extractors.feature_files import Features
+    from extractors.timebase import I3D_VGGISH
     from extractors.vggish import vggish_features
     from weights.standin_files import write_standins
 
     with tempfile.TemporaryDirectory() as tmp:
         w = write_standins(tmp, detectors=True)
         fx = FeatureExtractor(w, args.device)
-        visual, vggish, _ = fx._load_networks()
+        visual, vggish, _ = fx.load_networks()
         windows = []
         t0 = time.perf_counter()
         rgb, _ = visual(decode.iter_frames(args.video, max_frames=args.frames), on_window=windows.append)
@@ -70,11 +70,11 @@ def main() -> None:
         rng = np.random.default_rng(0)
         feats = Features(rng.random((224, 1024), np.float32), rng.random((224, 1024), np.float32),
                          rng.random((224, 128), np.float32))
-        for name in ("unav_unav100.pth", "ccnet_unav100.pth"):
-            det = pipeline.load(Path(w) / name, torch.device(args.device))
-            pipeline.detect_features(det, feats)  # warm-up
+        for name in ("unav", "ccnet"):
+            det = davel.load_detector(name, args.device, weights_dir=w)
+            det.detect_features(feats)  # warm-up
             t0 = time.perf_counter()
-            pipeline.detect_features(det, feats)
+            det.detect_features(feats)
             print(f"detect {det.kind}: {time.perf_counter() - t0:.2f} s per 224-step window (71.7 s of video)")
 
 

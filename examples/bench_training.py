@@ -36,7 +36,7 @@ def make_features(root: Path, videos: int, steps: int, classes: int, seed: int =
     for k in range(videos):
         vid = f"v{k:03d}"
         write(feats, vid, Features(*(rng.standard_normal((steps, d)).astype(np.float32)
-                                     for d in (1024, 1024, 128))), {})
+                                     for d in (1024, 1024, 128))))
         duration = (8 * (steps - 1) + 24) / 25
         events, per_video = [], max(3, -(-classes // videos))
         for j in range(per_video):
@@ -53,7 +53,7 @@ def _time_one(cfg, steps: int, classes: int, n_steps: int, device: str,
     """Child process: one epoch of ``n_steps`` optimiser steps -> (steps/s, steps, peak RSS GiB)."""
     import resource
 
-    from davel.training import train
+    from davel.train import train
 
     if threads:
         torch.set_num_threads(threads)
@@ -74,7 +74,7 @@ def main() -> None:
                     help="batch size of the papers' recipe rows (16 needs more than 24 GB on the CPU)")
     args = ap.parse_args()
 
-    from davel.training import TrainConfig
+    from davel.train import TrainConfig
 
     b = args.recipe_batch
     runs = [

@@ -45,7 +45,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -228,8 +227,8 @@ def render_dataset(work: Path, scale: Scale, seed: int) -> Path:
 
 
 def davel(*args: str, stdout_path: Path | None = None) -> str:
-    """Run ``python -m davel.cli ARGS``; stop the benchmark with its error line if it fails."""
-    cmd = [sys.executable, "-m", "davel.cli", *args]
+    """Run ``python -m davel ARGS``; stop the benchmark with its error line if it fails."""
+    cmd = [sys.executable, "-m", "davel", *args]
     print("$ davel " + " ".join(args), file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
@@ -311,7 +310,8 @@ def main(argv: list[str] | None = None) -> dict:
                   "--model", args.model, "--epochs", str(scale.epochs),
                   "--warmup-epochs", str(scale.warmup_epochs), "--batch-size", str(scale.batch_size),
                   "--lr", str(scale.lr), "--embd-dim", str(scale.embd_dim),
-                  "--dependency-dim", "16", "--max-seq-len", str(scale.max_seq_len), "--ema-decay", str(scale.ema_decay),
+                  "--dependency-dim", "16", "--max-seq-len", str(scale.max_seq_len),
+                  "--ema-decay", str(scale.ema_decay),
                   "--seed", str(args.seed), "--device", args.device, "--quiet"]
     if not args.raw_features:
         train_args.append("--standardize-features")

@@ -12,18 +12,25 @@ container presents them.
 Samples then pass through signed 16-bit (libswresample's conversion, the one
 ffmpeg uses when it writes the WAV), are divided by 32768 and averaged over
 channels, in float64, at the source rate.
+
+Like ffmpeg, a packet the decoder rejects is skipped and a read error ends the
+stream; either is reported as a warning with how much audio was kept.
 """
 from __future__ import annotations
 
 import io
+import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import av
 import numpy as np
 
-from davel.errors import InputError
+from extractors.media import open_container, pick_audio_stream, reason
+from weights.errors import InputError
+
+log = logging.getLogger(__name__)
 
 VGGISH_RATE = 16000
 
@@ -65,25 +72,37 @@ def decode_audio(path: str | Path) -> AudioTrack | None:
     :func:`silence`). Raises InputError (one line) for a missing, unreadable or
     undecodable file.
     """
-    container = _open(path)
+    container = open_container(path)
+    problems: list[str] = []
     try:
-        stream = _pick_stream(container.streams.audio)
+        stream = pick_audio_stream(container.streams.audio)
         if stream is None:
             return None
         codec = stream.codec_context.name
         if codec == "aac":
-            adts = _remux_to_adts(container, stream, path)
+            adts = _remux_to_adts(container, stream, path, problems)
             if adts is not None:
                 with av.open(adts, "r", format="aac") as raw:
-                    return _collect(_decode_frames(raw.demux(raw.streams.audio[0])),
-                                    path, codec, adts_copy=True)
+                    track = _collect(_decode_frames(raw.demux(raw.streams.audio[0]), problems),
+                                     path, codec, adts_copy=True)
+                _warn_if_damaged(path, track, problems)
+                return track
+            problems.clear()
             container.close()
-            container = _open(path)
-            stream = _pick_stream(container.streams.audio)
-        return _collect(_decode_frames(_demux_until_error(container, stream)),
-                        path, codec, adts_copy=False)
+            container = open_container(path)
+            stream = pick_audio_stream(container.streams.audio)
+        track = _collect(_decode_frames(_demux_until_error(container, stream, problems), problems),
+                         path, codec, adts_copy=False)
+        _warn_if_damaged(path, track, problems)
+        return track
     finally:
         container.close()
+
+
+def _warn_if_damaged(path: str | Path, track: AudioTrack, problems: list[str]) -> None:
+    if problems:
+        log.warning("%s: the audio stream is damaged (%s); %.2f s of audio decoded",
+                    path, "; ".join(dict.fromkeys(problems)), track.duration)
 
 
 def resample_to_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -105,45 +124,18 @@ def resample_to_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
 # ---------------------------------------------------------------- internals
 
 
-def _open(path: str | Path) -> av.container.InputContainer:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such file" if not p.exists() else f"{p}: not a file")
-    try:
-        return av.open(str(p), metadata_errors="ignore")
-    except av.error.FFmpegError as exc:
-        raise InputError(f"{p}: cannot be opened as a media file ({_reason(exc)})") from None
-
-
-def _reason(exc: Exception) -> str:
-    text = (getattr(exc, "strerror", None) or str(exc)).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _pick_stream(streams: Iterable[av.audio.stream.AudioStream]) -> av.audio.stream.AudioStream | None:
-    """ffmpeg's automatic choice, simplified: a default-flagged stream first, then
-    the most channels, then the first."""
-    best, best_key = None, None
-    for s in streams:
-        default = bool(s.disposition & av.stream.Disposition.default)
-        key = (default, s.codec_context.channels)
-        if best is None or key > best_key:
-            best, best_key = s, key
-    return best
-
-
-def _demux_until_error(container, stream) -> Iterator[av.Packet]:
+def _demux_until_error(container, stream, problems: list[str]) -> Iterator[av.Packet]:
     """Packets of ``stream``; a read error ends the stream like EOF (ffmpeg keeps
-    what it read from a file with a broken tail)."""
+    what it read from a file with a broken tail) and is noted in ``problems``."""
     try:
         for packet in container.demux(stream):
             if packet.size:
                 yield packet
-    except av.error.FFmpegError:
-        return
+    except av.error.FFmpegError as exc:
+        problems.append(f"reading stopped: {reason(exc)}")
 
 
-def _remux_to_adts(container, stream, path) -> io.BytesIO | None:
+def _remux_to_adts(container, stream, path, problems: list[str]) -> io.BytesIO | None:
     """Every AAC packet, discard-flagged pre-roll included, in an ADTS byte stream;
     None if the ADTS muxer refuses this AAC flavour."""
     buf = io.BytesIO()
@@ -151,7 +143,7 @@ def _remux_to_adts(container, stream, path) -> io.BytesIO | None:
         out = av.open(buf, "w", format="adts")
         try:
             target = out.add_stream_from_template(stream)
-            for packet in _demux_until_error(container, stream):
+            for packet in _demux_until_error(container, stream, problems):
                 packet.stream = target
                 out.mux(packet)
         finally:
@@ -164,16 +156,19 @@ def _remux_to_adts(container, stream, path) -> io.BytesIO | None:
     return buf
 
 
-def _decode_frames(packets: Iterable[av.Packet]) -> Iterator[av.AudioFrame]:
-    """Decoded frames; a packet the decoder rejects is skipped, as ffmpeg does."""
+def _decode_frames(packets: Iterable[av.Packet], problems: list[str]) -> Iterator[av.AudioFrame]:
+    """Decoded frames; a packet the decoder rejects is skipped, as ffmpeg does, and noted."""
     decoder = None
+    skipped = 0
     for packet in packets:
         if decoder is None:
             decoder = packet.stream.codec_context
         try:
             yield from decoder.decode(packet)
         except av.error.FFmpegError:
-            continue
+            skipped += 1
+    if skipped:
+        problems.append(f"{skipped} packet(s) could not be decoded")
     if decoder is not None:
         try:
             yield from decoder.decode(None)
@@ -207,7 +202,7 @@ def _collect(frames: Iterator[av.AudioFrame], path, codec: str, adts_copy: bool)
         if resampler is not None:
             take(resampler.resample(None))
     except av.error.FFmpegError as exc:
-        raise InputError(f"{path}: audio cannot be converted ({_reason(exc)})") from None
+        raise InputError(f"{path}: audio cannot be converted ({reason(exc)})") from exc
     if resampler is None:
         raise InputError(f"{path}: no audio frame could be decoded")
     samples = np.concatenate(pieces) if pieces else np.zeros(0, np.float64)

@@ -5,19 +5,25 @@ features went through with ``ffmpeg -filter:v fps=fps=25``), so a 30 fps or
 variable-rate source gives the frames ffmpeg would, without re-encoding.
 Rotation metadata is honoured like ffmpeg's autorotate. Pixels are converted
 to RGB by libswscale (PyAV's default), which matches the reference's decoder.
+The video stream is the one ffmpeg would pick (never cover art). A file that
+breaks off mid-stream keeps what decoded, with a warning saying how much.
 """
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import av
 import numpy as np
 
-from davel.errors import InputError
+from extractors.media import open_container, pick_video_stream, reason
+from weights.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -28,42 +34,29 @@ class VideoInfo:
     width: int
     height: int
     source_fps: float
-    duration: float  # seconds, container estimate
+    duration: float | None  # seconds, the container's estimate; None when it has none
     has_audio: bool
 
 
-def _open(path: str | Path) -> av.container.InputContainer:
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: no such file")
-    if p.is_dir():
-        raise InputError(f"{p}: is a directory, not a video")
-    try:
-        return av.open(str(p), metadata_errors="ignore")
-    except av.error.FFmpegError as exc:
-        raise InputError(f"{p}: cannot be opened as a video ({_reason(exc)})") from None
-
-
-def _reason(exc: Exception) -> str:
-    text = getattr(exc, "strerror", None) or str(exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+def _video_stream(container: av.container.InputContainer, path: str | Path) -> av.video.stream.VideoStream:
+    stream = pick_video_stream(container.streams.video)
+    if stream is None:
+        raise InputError(f"{path}: has no video stream")
+    return stream
 
 
 def probe(path: str | Path) -> VideoInfo:
     """Read stream facts without decoding; raises InputError for unusable files."""
-    with _open(path) as container:
-        if not container.streams.video:
-            raise InputError(f"{path}: has no video stream")
-        stream = container.streams.video[0]
+    with open_container(path) as container:
+        stream = _video_stream(container, path)
         if stream.codec_context is None or stream.codec_context.width == 0:
             raise InputError(f"{path}: the video stream cannot be decoded (unknown codec or no size)")
         rate = stream.average_rate or stream.guessed_rate or 0
-        if container.duration:
+        duration = None
+        if container.duration and container.duration > 0:
             duration = container.duration / av.time_base
-        elif stream.duration and stream.time_base:
+        elif stream.duration and stream.time_base and stream.duration > 0:
             duration = float(stream.duration * stream.time_base)
-        else:
-            duration = 0.0
         return VideoInfo(path=str(path), width=stream.codec_context.width,
                          height=stream.codec_context.height, source_fps=float(rate),
                          duration=duration,
@@ -88,14 +81,13 @@ def iter_frames(path: str | Path, fps: float = 25.0, max_frames: int | None = No
 
     Streams: memory does not grow with the video's length.
     """
-    container = _open(path)
+    container = open_container(path)
     try:
-        if not container.streams.video:
-            raise InputError(f"{path}: has no video stream")
-        stream = container.streams.video[0]
+        stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
         graph = None
         produced = 0
+        broken = None
         try:
             for packet in container.demux(stream):
                 for frame in packet.decode():
@@ -111,7 +103,8 @@ def iter_frames(path: str | Path, fps: float = 25.0, max_frames: int | None = No
             # A broken tail after good frames: keep what decoded, like ffmpeg does,
             # unless nothing decoded at all.
             if produced == 0 and graph is None:
-                raise InputError(f"{path}: video cannot be decoded ({_reason(exc)})") from None
+                raise InputError(f"{path}: video cannot be decoded ({reason(exc)})") from exc
+            broken = reason(exc)
         if graph is None:
             raise InputError(f"{path}: no video frame could be decoded")
         graph.push(None)
@@ -120,6 +113,9 @@ def iter_frames(path: str | Path, fps: float = 25.0, max_frames: int | None = No
             produced += 1
             if max_frames is not None and produced >= max_frames:
                 return
+        if broken is not None:
+            log.warning("%s: video decoding stopped after %.2f s (%d frames at %g fps): %s; "
+                        "the rest of the file is left out", path, produced / fps, produced, fps, broken)
     finally:
         container.close()
 
@@ -168,5 +164,8 @@ def resize_short_side(frame: np.ndarray, short: int = 256) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR))
 
 
-def num_frames_estimate(info: VideoInfo, fps: float = 25.0) -> int:
+def num_frames_estimate(info: VideoInfo, fps: float = 25.0) -> int | None:
+    """Frames ``iter_frames`` will give, from the container's duration (None when unknown)."""
+    if info.duration is None:
+        return None
     return max(0, math.floor(info.duration * fps + 0.5))

@@ -4,51 +4,95 @@
 directory, checked against the registry) and then extracts any number of
 videos. The result carries the settings key that ``davel extract`` and the
 feature cache use to know whether earlier outputs were made the same way.
+Warnings (no audio track, a damaged stream, a container duration that the
+decoded video contradicts) go to the ``extractors`` logger.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import warnings
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
-import torch
 
-from davel.errors import InputError
-from davel.timebase import I3D_VGGISH
 from extractors import audio as audio_io
 from extractors import decode
-from extractors.devices import resolve_device
+from extractors.devices import resolve_device, strict_fp32
 from extractors.feature_files import Features
 from extractors.i3d import load_i3d
 from extractors.raft import FlowEstimator, load_raft
+from extractors.timebase import I3D_VGGISH, TimeBase
 from extractors.vggish import load_pca, load_vggish, vggish_features
 from extractors.visual import VisualFeatureExtractor
 from weights import store
+from weights.errors import InputError
+
+log = logging.getLogger(__name__)
 
 FEATURE_VERSION = 1  # bump when a change alters the numbers written
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExtractionSettings:
     """How features are made. The defaults are the published UnAV-100 procedure;
     other sizes or iteration counts make faster, NON-standard features (fine for
-    experiments and training your own detector, not for the published checkpoints)."""
+    experiments and training your own detector, not for the published checkpoints).
+
+    The time base is not a setting: it is I3D + VGGish's (25 fps, a row every 8
+    frames over 24), which both streams and every detector assume.
+    """
 
     vggish_pca: bool = False
     flow: bool = True
     raft_iterations: int = 20
     short_side: int = 256
     crop: int = 224
-    fps: float = I3D_VGGISH.fps
-    stride: int = I3D_VGGISH.stride
-    window: int = I3D_VGGISH.window
+
+    @property
+    def timebase(self) -> TimeBase:
+        return I3D_VGGISH
 
     def is_standard(self) -> bool:
         return (self.flow, self.raft_iterations, self.short_side, self.crop) == (True, 20, 256, 224)
+
+    def check(self) -> None:
+        """InputError (one line) for sizes the networks cannot take."""
+        if self.short_side < 128 or not 32 <= self.crop <= self.short_side or self.raft_iterations < 1:
+            raise InputError("need short side >= 128 (RAFT's smallest input), 32 <= crop <= short side "
+                             "and at least one RAFT iteration")
+
+    def record(self) -> dict[str, Any]:
+        """What a sidecar and a checkpoint store: the settings and the time base."""
+        return {**asdict(self), **self.timebase.as_dict()}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any] | None) -> ExtractionSettings:
+        """Settings from a stored record (unknown keys, e.g. the time base, are ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (record or {}).items() if k in known})
+
+
+def _counted(frames: Iterator[np.ndarray], count: list[int]) -> Iterator[np.ndarray]:
+    for frame in frames:
+        count[0] += 1
+        yield frame
+
+
+def decoded_duration(container_duration: float | None, frames: int, fps: float, path: str) -> float:
+    """The video's duration: the container's, unless it has none or the decoded frames
+    contradict it by more than a second (and 10 %); then the decoded span."""
+    span = frames / fps
+    if container_duration is None:
+        return span
+    if abs(container_duration - span) > max(1.0, 0.1 * span):
+        log.warning("%s: the container says %.2f s but %.2f s of video decode; using %.2f s",
+                    path, container_duration, span, span)
+        return span
+    return container_duration
 
 
 class FeatureExtractor:
@@ -57,6 +101,7 @@ class FeatureExtractor:
     def __init__(self, weights_dir: str | Path | None = None, device: str = "auto",
                  settings: ExtractionSettings | None = None, windows_per_batch: int | None = None):
         self.settings = settings or ExtractionSettings()
+        self.settings.check()
         self.device = resolve_device(device)
         roles = ["i3d_rgb", "vggish"] + (["raft", "i3d_flow"] if self.settings.flow else [])
         files = {role: store.locate_role(role, weights_dir) for role in roles}
@@ -67,7 +112,8 @@ class FeatureExtractor:
         self.settings_key = self._settings_key()
         self._networks: tuple | None = None  # loaded on first use: a cache hit needs none
 
-    def _load_networks(self) -> tuple:
+    def load_networks(self) -> tuple[VisualFeatureExtractor, Any, Any]:
+        """``(visual, vggish, pca or None)``, loaded once (``extract`` does this itself)."""
         if self._networks is None:
             dev, files = self.device, self.files
             flow = i3d_flow = None
@@ -79,7 +125,9 @@ class FeatureExtractor:
             per_batch = self.windows_per_batch
             if per_batch is None:
                 per_batch = 8 if dev.type == "cuda" or not self.settings.flow else 1
-            visual = VisualFeatureExtractor(flow, i3d_rgb, i3d_flow, device=dev, windows_per_batch=per_batch,
+            visual = VisualFeatureExtractor(flow, i3d_rgb, i3d_flow, device=dev,
+                                            timebase=self.settings.timebase,
+                                            windows_per_batch=per_batch,
                                             short_side=self.settings.short_side, crop=self.settings.crop)
             vggish = load_vggish(files["vggish"]).to(dev)
             pca = load_pca(files["vggish_pca"]) if self.settings.vggish_pca else None
@@ -87,31 +135,36 @@ class FeatureExtractor:
         return self._networks
 
     def _settings_key(self) -> str:
-        desc = {"version": FEATURE_VERSION, **self.settings.__dict__,
+        # the time base stays in the key so keys made before it stopped being a setting still match
+        desc = {"version": FEATURE_VERSION, **self.settings.record(),
                 "weights": {role: store.sha256_of(p) for role, p in sorted(self.files.items())}}
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
 
-    def extract(self, path: str | Path, on_window: Callable[[int], None] | None = None,
-                warn: Callable[[str], None] | None = None) -> Features:
+    def extract(self, path: str | Path, on_window: Callable[[int], None] | None = None) -> Features:
         """Features of one video; raises InputError (one line) for unusable input."""
         info = decode.probe(path)
-        visual, vggish, pca = self._load_networks()
-        frames = decode.iter_frames(path, fps=self.settings.fps)
-        rgb, flow = visual(frames, on_window=on_window)
-        if len(rgb) == 0:
-            raise InputError(f"{path}: too short: a feature row needs "
-                             f"{self.settings.window + 1} frames at {self.settings.fps:g} fps "
-                             f"({(self.settings.window + 1) / self.settings.fps:.2f} s)")
-        track = audio_io.decode_audio(path)
-        if track is None:
-            if warn:
-                warn(f"{path}: no audio track; the audio stream is treated as silence")
-            seconds = max(info.duration, len(rgb) * self.settings.stride / self.settings.fps + 1.0)
-            track = audio_io.silence(seconds)
-        emb = vggish_features(track, vggish, pca=pca, device=self.device)
-        meta = {"video": str(path), "settings_key": self.settings_key, "settings": self.settings.__dict__,
+        visual, vggish, pca = self.load_networks()
+        tb = self.settings.timebase
+        count = [0]
+        frames = _counted(decode.iter_frames(path, fps=tb.fps), count)
+        with strict_fp32():
+            rgb, flow = visual(frames, on_window=on_window)
+            if len(rgb) == 0:
+                raise InputError(f"{path}: too short: a feature row needs {tb.window + 1} frames at "
+                                 f"{tb.fps:g} fps ({(tb.window + 1) / tb.fps:.2f} s)")
+            duration = decoded_duration(info.duration, count[0], tb.fps, str(path))
+            track = audio_io.decode_audio(path)
+            if track is None:
+                log.warning("%s: no audio track; the audio stream is treated as silence", path)
+                track = audio_io.silence(max(duration, len(rgb) * tb.stride / tb.fps + 1.0))
+            elif info.duration and track.duration < info.duration - max(1.0, 0.1 * info.duration):
+                log.warning("%s: only %.2f s of audio decode (the container says %.2f s)",
+                            path, track.duration, info.duration)
+            emb = vggish_features(track, vggish, pca=pca, device=self.device)
+        meta = {"video": str(path), "settings_key": self.settings_key, "settings": self.settings.record(),
                 "weights": {role: p.name for role, p in self.files.items()},
-                "T": int(len(rgb)), "T_audio": int(len(emb)), "duration": info.duration,
+                "T": int(len(rgb)), "T_audio": int(len(emb)), "duration": duration,
+                "container_duration": info.duration, "frames": count[0],
                 "source_fps": info.source_fps, "size": [info.width, info.height],
                 "device": str(self.device)}
         return Features(rgb=rgb.astype(np.float32), flow=flow.astype(np.float32),

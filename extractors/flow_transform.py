@@ -10,7 +10,7 @@ inside RAFT's float noise downstream, so only this step can catch it.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor

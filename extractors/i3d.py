@@ -20,15 +20,15 @@ parity with the published UnAV-100 features:
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Literal, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from davel.errors import WeightsError
 from weights import store
+from weights.errors import WeightsError
 
 Triple = tuple[int, int, int]
 
@@ -128,11 +128,16 @@ class I3D(nn.Module):
         self.conv3d_2b_1x1 = Unit3d(64, 64)
         self.conv3d_2c_3x3 = Unit3d(64, 192, (3, 3, 3))
         self.maxPool3d_3a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
+        # the trunk in execution order; names are the checkpoint's
+        self.trunk = ["conv3d_1a_7x7", "maxPool3d_2a_3x3", "conv3d_2b_1x1", "conv3d_2c_3x3",
+                      "maxPool3d_3a_3x3"]
         for name, cin, widths in MIXED:
             if name in POOL_BEFORE:
                 pool_name, kernel, stride = POOL_BEFORE[name]
                 self.add_module(pool_name, MaxPool3dSame(kernel, stride))
+                self.trunk.append(pool_name)
             self.add_module(name, Mixed(cin, widths))
+            self.trunk.append(name)
         self.avg_pool = nn.AvgPool3d((2, 7, 7), (1, 1, 1))
         self.conv3d_0c_1x1 = Unit3d(FEATURE_DIM, num_classes, norm_act=False)
 
@@ -140,15 +145,12 @@ class I3D(nn.Module):
         """[B, C, T, H, W] -> [B, 1024, T', H', W'] (24x224x224 gives T' = 2, H' = W' = 1)."""
         if x.dim() != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"I3D expects [B, {self.in_channels}, T, H, W], got {list(x.shape)}")
-        # Children were registered in execution order; the classifier comes last.
-        for name, module in self.named_children():
-            if name == "avg_pool":
-                # Crops under 224 (the fast non-standard sizes) leave less than 7x7:
-                # pool over what is there; at 224 this is the original (2, 7, 7) pool.
-                kernel = tuple(min(k, n) for k, n in zip(module.kernel_size, x.shape[-3:]))
-                return F.avg_pool3d(x, kernel, module.stride)
-            x = module(x)
-        raise AssertionError("unreachable")
+        for name in self.trunk:
+            x = getattr(self, name)(x)
+        # Crops under 224 (the fast non-standard sizes) leave less than 7x7:
+        # pool over what is there; at 224 this is the original (2, 7, 7) pool.
+        kernel = tuple(min(k, n) for k, n in zip(self.avg_pool.kernel_size, x.shape[-3:]))
+        return F.avg_pool3d(x, kernel, self.avg_pool.stride)
 
     def features(self, x: Tensor) -> Tensor:
         """[B, C, T, H, W] -> [B, 1024]: what video_features saves with ``features=True``."""
@@ -164,10 +166,6 @@ class I3D(nn.Module):
         return pooled.flatten(2).mean(2), self.conv3d_0c_1x1(pooled).flatten(2).mean(2)
 
 
-def _describe(source: object) -> str:
-    return Path(source).name if isinstance(source, (str, os.PathLike)) else "state dict"
-
-
 def load_i3d(source: str | os.PathLike | Mapping[str, Tensor],
              modality: Literal["rgb", "flow"]) -> I3D:
     """An I3D stream in eval mode from an original-layout checkpoint (path or state dict).
@@ -177,7 +175,7 @@ def load_i3d(source: str | os.PathLike | Mapping[str, Tensor],
     """
     if modality not in MODALITY_CHANNELS:
         raise ValueError(f"modality must be 'rgb' or 'flow', got {modality!r}")
-    name = _describe(source)
+    name = store.describe_source(source)
     state = store.load_state_dict_file(source, "I3D")
     model = I3D(MODALITY_CHANNELS[modality])
     expected = model.state_dict()

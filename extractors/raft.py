@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.optical_flow import raft_large
 
-from davel.errors import WeightsError
 from weights import store
+from weights.errors import WeightsError
 
 NUM_FLOW_UPDATES = 20  # video_features' RAFT call (torchvision's default is 12)
 PAD_MULTIPLE = 8
@@ -60,10 +59,6 @@ _ORIGINAL_MARK = "update_block.gru.convz1.weight"
 _TORCHVISION_MARK = "update_block.recurrent_block.convgru1.convz.weight"
 
 
-def _strip_module(key: str) -> str:
-    return key[len("module."):] if key.startswith("module.") else key
-
-
 def convert_original_raft_state_dict(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """princeton-vl RAFT keys (``module.``-prefixed or not) -> torchvision ``raft_large`` keys.
 
@@ -72,7 +67,7 @@ def convert_original_raft_state_dict(sd: Mapping[str, Tensor]) -> dict[str, Tens
     """
     out: dict[str, Tensor] = {}
     for key, value in sd.items():
-        bare = _strip_module(key)
+        bare = key.removeprefix("module.")
         if _ALIAS.fullmatch(bare):
             continue
         for pattern, repl in _RULES:
@@ -84,10 +79,6 @@ def convert_original_raft_state_dict(sd: Mapping[str, Tensor]) -> dict[str, Tens
     return out
 
 
-def _describe(source: object) -> str:
-    return Path(source).name if isinstance(source, (str, os.PathLike)) else "state dict"
-
-
 def load_raft(source: str | os.PathLike | Mapping[str, Tensor]) -> nn.Module:
     """torchvision ``raft_large`` in eval mode from either RAFT checkpoint layout.
 
@@ -96,14 +87,14 @@ def load_raft(source: str | os.PathLike | Mapping[str, Tensor]) -> nn.Module:
     (``raft_large_C_T_SKHT_V1-0b8c9e55.pth``); the layout is told by its keys.
     Raises WeightsError (one line, naming the file) for anything else.
     """
-    name = _describe(source)
+    name = store.describe_source(source)
     state = store.load_state_dict_file(source, "RAFT")
-    bare = {_strip_module(k) for k in state}
+    bare = {k.removeprefix("module.") for k in state}
     if _ORIGINAL_MARK in bare:
         try:
             state = convert_original_raft_state_dict(state)
         except WeightsError as exc:
-            raise WeightsError(f"{name}: {exc}") from None
+            raise WeightsError(f"{name}: {exc}") from exc
     elif _TORCHVISION_MARK not in state:
         example = next(iter(state), "no keys at all")
         raise WeightsError(f"{name}: not a RAFT checkpoint (first key: {example})")

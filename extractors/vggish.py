@@ -11,15 +11,17 @@ published; the AudioSet PCA + 8-bit quantisation is optional (:class:`VGGishPCA`
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from davel.errors import InputError, WeightsError
 from extractors.audio import VGGISH_RATE, AudioTrack, resample_to_16k
+from weights import store
+from weights.errors import InputError, WeightsError
 
 FRAME_LENGTH = 400  # 25 ms at 16 kHz
 FRAME_HOP = 160  # 10 ms
@@ -170,10 +172,10 @@ class VGGishPCA(nn.Module):
 
 def load_vggish(source: str | Path | Mapping[str, Tensor]) -> VGGish:
     """A VGGish in eval mode from ``vggish-10086976.pth`` (or a state dict in its layout)."""
-    where = str(source) if isinstance(source, (str, Path)) else "the VGGish state dict"
-    state = _load(Path(source)) if isinstance(source, (str, Path)) else source
+    where = store.describe_source(source)
+    state = store.load_state_dict_file(source, "VGGish (vggish-10086976.pth)")
     model = VGGish()
-    _check_layout(state, model.state_dict(), where, "VGGish (vggish-10086976.pth)")
+    store.check_layout(state, model.state_dict(), where, "VGGish (vggish-10086976.pth)")
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return model.eval()
 
@@ -181,10 +183,10 @@ def load_vggish(source: str | Path | Mapping[str, Tensor]) -> VGGish:
 def load_pca(source: str | Path | Mapping[str, Any]) -> VGGishPCA:
     """The PCA parameters from torchvggish's ``vggish_pca_params-970ea276.pth``
     (numpy arrays or tensors inside) or Google's ``vggish_pca_params.npz``."""
-    where = str(source) if isinstance(source, (str, Path)) else "the VGGish PCA parameters"
+    where = store.describe_source(source)
     if isinstance(source, (str, Path)):
         path = Path(source)
-        params = _load_npz(path) if path.suffix == ".npz" else _load(path, allow_numpy=True)
+        params = _load_npz(path) if path.suffix == ".npz" else store.load_state(path, allow_numpy=True)
     else:
         params = source
     if not isinstance(params, Mapping) or not {"pca_eigen_vectors", "pca_means"} <= set(params):
@@ -195,8 +197,8 @@ def load_pca(source: str | Path | Mapping[str, Any]) -> VGGishPCA:
             params["pca_eigen_vectors"], Tensor) else params["pca_eigen_vectors"])
         means = torch.as_tensor(np.asarray(params["pca_means"]) if not isinstance(
             params["pca_means"], Tensor) else params["pca_means"])
-    except (TypeError, ValueError, RuntimeError):
-        raise WeightsError(f"{where}: PCA parameters are not numeric arrays") from None
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise WeightsError(f"{where}: PCA parameters are not numeric arrays") from exc
     if (tuple(vectors.shape) != (EMBEDDING_SIZE, EMBEDDING_SIZE) or means.numel() != EMBEDDING_SIZE
             or not vectors.is_floating_point() or not means.is_floating_point()):
         raise WeightsError(f"{where}: PCA shapes are {tuple(vectors.shape)} and {tuple(means.shape)}, "
@@ -204,26 +206,12 @@ def load_pca(source: str | Path | Mapping[str, Any]) -> VGGishPCA:
     return VGGishPCA(vectors, means)
 
 
-def _load(path: Path, allow_numpy: bool = False) -> Any:
-    from weights import store
-
-    return store.load_state(path, allow_numpy=allow_numpy)
-
-
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except (OSError, ValueError, EOFError) as exc:
-        raise WeightsError(f"{path} is not a readable .npz file ({type(exc).__name__})") from None
-
-
-def _check_layout(state: Any, expected: Mapping[str, Tensor], where: str, what: str) -> None:
-    from weights import store
-
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise WeightsError(f"{where} is not a {what} state dict (expected a dict of tensors)")
-    store.check_layout(state, expected, where, what)
+        raise WeightsError(f"{path} is not a readable .npz file ({type(exc).__name__})") from exc
 
 
 # ---------------------------------------------------------------- whole path

@@ -10,17 +10,16 @@ does not grow with the video's length.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
 
-from davel.timebase import I3D_VGGISH, TimeBase
 from extractors.decode import resize_short_side
 from extractors.flow_transform import crop_offset, quantise_flow
 from extractors.i3d import I3D, flow_to_i3d_input, rgb_to_i3d_input
 from extractors.raft import FlowEstimator, pad_frames
-
+from extractors.timebase import I3D_VGGISH, TimeBase
 
 
 class VisualFeatureExtractor:

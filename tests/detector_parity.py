@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from davel.detectors.common import prepare_inputs
+
 from helpers import report
 
 # parity/detector/README.md: 1 vs 2 threads differ by <= 1.6e-5 abs (max |x| ~ 4)

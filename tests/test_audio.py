@@ -12,6 +12,7 @@ import pytest
 
 from davel.errors import InputError
 from extractors.audio import decode_audio, resample_to_16k, silence
+
 from media import write_video
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from davel.detectors.ccnet import CCNetDetector
-from davel.detectors.checkpoint import load_detector
+from davel.detectors.checkpoint import build_detector
 from davel.detectors.common import prepare_inputs
 from davel.errors import InputError, WeightsError
 from weights.standin import load_manifest, standin_state_dict
@@ -92,10 +92,9 @@ def test_refuses_inconsistent_checkpoint():
         CCNetDetector.from_state_dict(sd)
 
 
-def test_load_detector_dispatches_to_ccnet():
+def test_build_detector_dispatches_to_ccnet():
     sd = _tiny_ccnet().state_dict()
-    model, info = load_detector({"state_dict_ema": {f"module.{k}": t for k, t in sd.items()}},
-                                expect_dims=None)
+    model, info = build_detector({"state_dict_ema": {f"module.{k}": t for k, t in sd.items()}})
     assert isinstance(model, CCNetDetector) and not model.training
-    assert info["model"] == "ccnet" and info["max_seq_len"] == 64 and info["num_classes"] == 5
+    assert info.kind == "ccnet" and info.max_seq_len == 64 and info.num_classes == 5
     assert all(torch.equal(t, sd[k]) for k, t in model.state_dict().items())

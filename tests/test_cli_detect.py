@@ -99,13 +99,13 @@ def test_several_inputs_give_json_lines_with_labels(checkpoints, feature_dir, tm
                               str(feature_dir / "b"), "--checkpoint", str(checkpoints["unav"]),
                               "--labels", str(names), "--min-score", "0.5"])
     assert res.exit_code == 0, res.output
-    lines = [json.loads(l) for l in res.stdout.splitlines()]
-    assert [l["video"] for l in lines] == ["a", "b"]
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [line["video"] for line in lines] == ["a", "b"]
     # duration from the span the features cover: (8 (T - 1) + 24) / 25
     assert lines[1]["duration"] == pytest.approx((8 * 96 + 24) / 25)
-    assert all(e["score"] >= 0.5 for l in lines for e in l["events"])
-    assert all(e["label"] == f"event {e['label_id']}" for l in lines for e in l["events"])
-    assert sum(len(l["events"]) for l in lines) > 0
+    assert all(e["score"] >= 0.5 for line in lines for e in line["events"])
+    assert all(e["label"] == f"event {e['label_id']}" for line in lines for e in line["events"])
+    assert sum(len(line["events"]) for line in lines) > 0
 
 
 def test_one_peace_checkpoint_is_refused_in_one_line(tmp_path, feature_dir):
@@ -134,7 +134,8 @@ def test_bad_inputs_never_overwrite_earlier_results(checkpoints, feature_dir, tm
         assert out.read_text() == "earlier results"
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"garbage" * 10)
-    res = runner.invoke(app, ["detect", "--features", str(feature_dir / "a"), "--checkpoint", str(junk), "-o", str(out)])
+    res = runner.invoke(app, ["detect", "--features", str(feature_dir / "a"), "--checkpoint", str(junk),
+                              "-o", str(out)])
     one_line_error(res, "junk.pth")
     res = runner.invoke(app, ["detect", "--features", str(feature_dir / "a"), "-o", str(out)])  # default: ccnet
     one_line_error(res, "ccnet_unav100.pth", "davel weights download")

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from davel.cli import app
 from davel.detectors.unav import UnAVDetector
+
 from media import write_video
 
 runner = CliRunner()
@@ -27,7 +28,7 @@ def tiny_checkpoint(tmp_path_factory):
 @pytest.fixture
 def counting_visual(monkeypatch):
     """The visual networks replaced by a cheap stand-in that counts its calls."""
-    from davel.timebase import I3D_VGGISH
+    from extractors.timebase import I3D_VGGISH
     from extractors.visual import VisualFeatureExtractor
 
     calls = []
@@ -50,7 +51,7 @@ def test_detect_on_videos_uses_the_feature_cache(tmp_path, standin_weights, tiny
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "b.mp4: no audio track" in res.stderr
-    rows = [json.loads(l) for l in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
     assert [r["video"] for r in rows] == [str(a), str(b)]
     for r in rows:
         assert r["duration"] == pytest.approx(2.0, abs=0.05) and r["model"] == "unav"
@@ -59,7 +60,7 @@ def test_detect_on_videos_uses_the_feature_cache(tmp_path, standin_weights, tiny
     assert len(counting_visual) == 2
     res = runner.invoke(app, args)  # same files, same settings: no extraction at all
     assert res.exit_code == 0 and len(counting_visual) == 2
-    assert [json.loads(l) for l in (tmp_path / "ev.jsonl").read_text().splitlines()] == rows
+    assert [json.loads(line) for line in (tmp_path / "ev.jsonl").read_text().splitlines()] == rows
 
 
 def test_one_bad_video_does_not_stop_the_others(tmp_path, standin_weights, tiny_checkpoint, counting_visual):
@@ -69,5 +70,5 @@ def test_one_bad_video_does_not_stop_the_others(tmp_path, standin_weights, tiny_
     res = runner.invoke(app, ["detect", str(bad), str(good), "--checkpoint", str(tiny_checkpoint),
                               "--weights-dir", str(standin_weights), "--device", "cpu", "--format", "jsonl"])
     assert res.exit_code == 1
-    assert [json.loads(l)["video"] for l in res.stdout.splitlines()] == [str(good)]
+    assert [json.loads(line)["video"] for line in res.stdout.splitlines()] == [str(good)]
     assert "bad.mp4" in res.stderr and "Traceback" not in res.stderr

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from davel.cli import app
+
 from media import write_video
 
 runner = CliRunner()
@@ -37,7 +38,7 @@ def cheap_visual(monkeypatch):
     """Batch-logic tests: the visual networks replaced by a cheap stand-in that still
     consumes the decoded frames and gives one row per window (RAFT + I3D are covered
     by the batch test below and by test_pipeline_parity.py)."""
-    from davel.timebase import I3D_VGGISH
+    from extractors.timebase import I3D_VGGISH
     from extractors.visual import VisualFeatureExtractor
 
     def fake(self, frames, on_window=None):

@@ -5,12 +5,14 @@ timestamp arithmetic, pixels come from integer decoders and PIL's fixed-point
 resize: bit-exact for the FFmpeg-in-PyAV and Pillow versions the fixtures were
 made with (tests/constraints.txt pins them for CI).
 """
+import av
 import numpy as np
 import pytest
 
 from davel.errors import InputError
 from extractors.decode import iter_frames, probe, resize_short_side
-from media import read_index, write_video
+
+from media import index_frame, read_index, write_video
 
 # Source frame chosen for each 25 fps output frame by `ffmpeg -i X -filter:v fps=fps=25`
 # (ffmpeg 5.1), measured on the files these tests write.
@@ -77,13 +79,87 @@ def test_missing_file_and_directory(tmp_path):
         probe(tmp_path)
 
 
-def test_truncated_file_keeps_what_decodes_or_fails_cleanly(fixtures, tmp_path):
+def test_truncated_mp4_without_its_index_is_a_one_line_error(fixtures, tmp_path):
+    # sample_a.mp4 keeps its index (moov) at the end: cut in half, nothing can be decoded
     data = (fixtures / "media" / "sample_a.mp4").read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: len(data) // 2])
-    try:
-        frames = list(iter_frames(cut))
-    except InputError as err:
-        assert "\n" not in str(err)
-    else:
-        assert len(frames) < 200
+    with pytest.raises(InputError, match="cannot be opened") as err:
+        list(iter_frames(cut))
+    assert "\n" not in str(err.value)
+
+
+def _with_cover_art(path, art_size=(128, 128), video_size=(64, 48), n=30):
+    """An mp4 whose cover art (an attached picture, larger than the video) is a video stream too."""
+    c = av.open(str(path), "w")
+    video = c.add_stream("libx264", rate=25)
+    video.width, video.height = video_size
+    video.pix_fmt = "yuv420p"
+    art = c.add_stream("mjpeg", rate=1)
+    art.width, art.height = art_size
+    art.pix_fmt = "yuvj420p"
+    art.disposition = av.stream.Disposition.attached_pic
+    for p in art.encode(av.VideoFrame.from_ndarray(np.full((*art_size[::-1], 3), 200, np.uint8),
+                                                   format="rgb24")):
+        c.mux(p)
+    for i in range(n):
+        for p in video.encode(av.VideoFrame.from_ndarray(index_frame(i, *video_size), format="rgb24")):
+            c.mux(p)
+    for p in video.encode():
+        c.mux(p)
+    c.close()
+    return path
+
+
+def test_cover_art_is_never_the_video_stream(tmp_path):
+    path = _with_cover_art(tmp_path / "cover.mp4")
+    with av.open(str(path)) as c:
+        assert any(s.disposition & av.stream.Disposition.attached_pic for s in c.streams.video)
+    info = probe(path)
+    assert (info.width, info.height) == (64, 48)
+    frames = list(iter_frames(path))
+    assert len(frames) == 30 and frames[0].shape == (48, 64, 3)
+    assert [read_index(f) for f in frames[:5]] == [0, 1, 2, 3, 4]
+
+
+def test_a_music_file_with_cover_art_has_no_video(tmp_path):
+    # an .m4a with an attached picture: the picture is a "video stream" but not a video
+    path = tmp_path / "song.m4a"
+    c = av.open(str(path), "w", format="mp4")
+    art = c.add_stream("mjpeg", rate=1)
+    art.width, art.height, art.pix_fmt = 64, 64, "yuvj420p"
+    art.disposition = av.stream.Disposition.attached_pic
+    audio = c.add_stream("aac", rate=44100)
+    for p in art.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), 200, np.uint8), format="rgb24")):
+        c.mux(p)
+    for k in range(20):
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 44100, 1024 * k
+        for p in audio.encode(frame):
+            c.mux(p)
+    for p in audio.encode():
+        c.mux(p)
+    c.close()
+    with av.open(str(path)) as c:
+        assert [bool(s.disposition & av.stream.Disposition.attached_pic) for s in c.streams.video] == [True]
+    with pytest.raises(InputError, match="has no video stream"):
+        probe(path)
+    with pytest.raises(InputError, match="has no video stream"):
+        list(iter_frames(path))
+
+
+def test_the_largest_of_several_video_streams_is_taken(tmp_path):
+    c = av.open(str(tmp_path / "two.mkv"), "w")
+    small = c.add_stream("libx264", rate=25)
+    small.width, small.height, small.pix_fmt = 64, 48, "yuv420p"
+    big = c.add_stream("libx264", rate=25)
+    big.width, big.height, big.pix_fmt = 160, 120, "yuv420p"
+    for i in range(10):
+        for s in (small, big):
+            for p in s.encode(av.VideoFrame.from_ndarray(index_frame(i, s.width, s.height), format="rgb24")):
+                c.mux(p)
+    for s in (small, big):
+        for p in s.encode():
+            c.mux(p)
+    c.close()
+    assert next(iter_frames(tmp_path / "two.mkv")).shape == (120, 160, 3)

@@ -11,8 +11,14 @@ import numpy as np
 import pytest
 
 from davel.errors import DavelError
-from davel.evaluation import (EvaluationError, evaluate_map, interpolated_average_precision,
-                              load_ground_truth, load_predictions, video_id_from_name)
+from davel.evaluation import (
+    EvaluationError,
+    evaluate_map,
+    interpolated_average_precision,
+    load_ground_truth,
+    load_predictions,
+    video_id_from_name,
+)
 
 TOL = 1e-6
 

@@ -89,7 +89,8 @@ def test_wrong_layout_and_unreadable_files_name_the_file(tmp_path):
     state = standin_state_dict("i3d_rgb")
     renamed = {("module." + k if k.startswith("mixed_5c") else k): v for k, v in state.items()}
     torch.save(renamed, tmp_path / "renamed.pt")
-    with pytest.raises(WeightsError, match=r"renamed\.pt does not have the I3D rgb layout \(36 keys missing, 36 unexpected") as err:
+    layout = r"renamed\.pt does not have the I3D rgb layout \(36 keys missing, 36 unexpected"
+    with pytest.raises(WeightsError, match=layout) as err:
         load_i3d(tmp_path / "renamed.pt", "rgb")
     assert "\n" not in str(err.value)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")

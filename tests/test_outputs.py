@@ -19,7 +19,7 @@ RESULT = {"video": "a.mp4", "duration": 10.0, "model": "unav",
 def test_json_single_and_jsonl_many():
     assert json.loads(render([RESULT], "json"))["video"] == "a.mp4"
     lines = render([RESULT, {**RESULT, "video": "b.mp4"}], "jsonl").splitlines()
-    assert [json.loads(l)["video"] for l in lines] == ["a.mp4", "b.mp4"]
+    assert [json.loads(line)["video"] for line in lines] == ["a.mp4", "b.mp4"]
 
 
 def test_csv_rows():
@@ -76,3 +76,39 @@ def test_windows_cover_everything_with_overlap():
     s = window_starts(1000, 224)
     assert s[0] == 0 and s[-1] == 1000 - 224
     assert all(b - a <= 112 for a, b in zip(s, s[1:]))
+
+
+def test_json_lines_stream_to_the_file_once_each(tmp_path, monkeypatch):
+    import davel.outputs as outputs_module
+
+    monkeypatch.setattr(outputs_module, "atomic_write_text",
+                        lambda *a: pytest.fail("JSON Lines must not rewrite the whole file"))
+    path = tmp_path / "events.jsonl"
+    path.write_text("earlier\n")
+    with ResultSink(str(path), "jsonl") as sink:
+        for k in range(3):
+            sink.add({**RESULT, "video": f"v{k}.mp4"})
+            part = [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+            assert len(part) == 1 and len(part[0].read_text().splitlines()) == k + 1  # flushed
+        assert path.read_text() == "earlier\n"  # replaced only when the run ends
+    assert [json.loads(x)["video"] for x in path.read_text().splitlines()] == ["v0.mp4", "v1.mp4", "v2.mp4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.jsonl"]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json"])
+def test_results_finished_before_ctrl_c_are_kept(tmp_path, fmt):
+    path = tmp_path / f"events.{fmt}"
+    with pytest.raises(KeyboardInterrupt):
+        with ResultSink(str(path), fmt) as sink:
+            sink.add(RESULT)
+            raise KeyboardInterrupt
+    assert "dog barking" in path.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_no_result_leaves_an_earlier_file_alone(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_text("earlier\n")
+    with ResultSink(str(path), "jsonl"):
+        pass
+    assert path.read_text() == "earlier\n"

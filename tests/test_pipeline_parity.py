@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from davel.cli import app
 from extractors.visual import VisualFeatureExtractor
+
 from helpers import report
 
 runner = CliRunner()

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from davel.detectors.output import DetectorOutput
-from davel.postprocess import (Detections, PostprocessConfig, candidates, nms_to_seconds,
-                               postprocess, to_seconds)
-from davel.timebase import I3D_VGGISH, TimeBase
+from davel.postprocess import Detections, PostprocessConfig, candidates, nms_to_seconds, postprocess, to_seconds
+from extractors.timebase import I3D_VGGISH, TimeBase
+
 from helpers import assert_same_detections, report
 
 MODEL_FIXTURES = ["unav_T150", "unav_T300", "ccnet_T150", "ccnet_T224"]

@@ -18,8 +18,7 @@ import torch
 from torchvision.models.optical_flow import raft_large
 
 from davel.errors import WeightsError
-from extractors.raft import (FlowEstimator, convert_original_raft_state_dict, load_raft,
-                             pad_amounts, pad_frames)
+from extractors.raft import FlowEstimator, convert_original_raft_state_dict, load_raft, pad_amounts, pad_frames
 from weights.standin import standin_state_dict
 
 from helpers import report

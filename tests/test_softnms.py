@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from davel.errors import DavelError
 import davel.softnms as softnms
+from davel.errors import DavelError
 from davel.softnms import _SoftNMSClass, soft_nms_1d
+
 from helpers import assert_same_detections, report, ulps
 
 

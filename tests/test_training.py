@@ -9,13 +9,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from davel.annotations import read_annotations
 from davel.cli import app
 from davel.detectors.output import DetectorOutput
 from davel.errors import InputError
 from davel.feature_norm import FeatureNorm
-from davel.losses import LossNormalizer, assign_targets, detection_losses, diou_loss_1d
-from davel.training import (Sample, TrainConfig, WarmupCosine, build_model, make_ema,
-                            make_optimizer, make_scheduler, random_crop, read_annotations, train)
+from davel.train import TrainConfig, train
+from davel.train.data import Sample, random_crop
+from davel.train.losses import LossNormalizer, assign_targets, detection_losses, diou_loss_1d
+from davel.train.optim import WarmupCosine, build_model, make_ema, make_optimizer, make_scheduler
 from extractors.feature_files import Features, write
 
 runner = CliRunner()
@@ -46,7 +48,7 @@ def make_dataset(root, n_train=6, n_val=2, n_test=2, seed=0, classes=2, dims=(DI
             s = int(rng.integers(0, t - length))
             rgb[s:s + length, 2 * c:2 * c + 2] += 2
             aud[s:s + length, c] += 2
-            write(feats, vid, Features(rgb, flow, aud), {})
+            write(feats, vid, Features(rgb, flow, aud))
             db[vid] = {"subset": subset, "duration": (8 * (t - 1) + 24) / 25,
                        "annotations": [{"segment": [(8 * s + 12) / 25, (8 * (s + length) + 12) / 25],
                                         "label": f"class{c}", "label_id": c}]}
@@ -64,7 +66,7 @@ def tiny_data(tmp_path_factory):
 
 
 def reference_targets(points, segments, labels, num_classes):
-    """Per-point loops written from the repos' description (independent of davel.losses)."""
+    """Per-point loops written from the repos' description (independent of davel.train.losses)."""
     cls = np.zeros((len(points), num_classes))
     off = np.zeros((len(points), num_classes, 2))
     for i, (t, lo, hi, stride) in enumerate(points):
@@ -300,7 +302,7 @@ def test_bad_annotation_cli_error(tmp_path, tiny_data):
 
 def test_annotations_class_names(tiny_data):
     ann = read_annotations(tiny_data[0])
-    assert ann.class_names == ["class0", "class1"] and ann.num_classes == 2
+    assert list(ann.class_names) == ["class0", "class1"] and ann.num_classes == 2
     assert {v.subset for v in ann.videos} == {"train", "validation", "test"}
 
 
@@ -448,7 +450,9 @@ def test_feature_norm_fit_and_apply():
 
 
 def test_standardized_run_stores_statistics_and_detect_applies_them(tmp_path, tiny_data):
-    from davel import pipeline
+    import copy
+
+    from davel.inference import load_detector
     from extractors.feature_files import read
 
     ann, feats = tiny_data
@@ -457,16 +461,18 @@ def test_standardized_run_stores_statistics_and_detect_applies_them(tmp_path, ti
     stats = ckpt["davel"]["feature_norm"]
     assert stats["visual_mean"].shape == (2 * DIM_RGB,) and stats["audio_std"].shape == (DIM_AUD,)
     assert ckpt["davel"]["config"]["standardize_features"] is True
-    det = pipeline.load(tmp_path / "best.pth", torch.device("cpu"), expect_dims=(2 * DIM_RGB, DIM_AUD))
+    det = load_detector(tmp_path / "best.pth", "cpu", expect_dims=(2 * DIM_RGB, DIM_AUD))
     assert det.feature_norm is not None
     f = read(feats / "test_0")
-    with_norm = pipeline.detect_features(det, f)
+    with_norm = det.detect_features(f).to_dict()
     # the same detector without statistics, fed standardised features by hand: the same events
     v, a = det.feature_norm.apply(f.visual(), f.audio())
     by_hand = Features(v[:DIM_RGB].T.copy(), v[DIM_RGB:].T.copy(), a.T.copy())
-    plain = pipeline.LoadedDetector(**{**det.__dict__, "feature_norm": None})
-    assert pipeline.detect_features(plain, by_hand, with_norm["duration"])["events"] == with_norm["events"]
-    assert pipeline.detect_features(plain, f, with_norm["duration"])["events"] != with_norm["events"]
+    plain = copy.copy(det)
+    plain.feature_norm = None
+    duration = with_norm["duration"]
+    assert plain.detect_features(by_hand, duration=duration).to_dict()["events"] == with_norm["events"]
+    assert plain.detect_features(f, duration=duration).to_dict()["events"] != with_norm["events"]
     # the command line, on features of other sizes than I3D + VGGish: the same events
     res = runner.invoke(app, ["detect", "--features", str(feats / "test_0"), "--checkpoint",
                               str(tmp_path / "best.pth"), "--device", "cpu"])
@@ -475,8 +481,8 @@ def test_standardized_run_stores_statistics_and_detect_applies_them(tmp_path, ti
 
 
 def test_checkpoint_with_broken_statistics_is_refused(tmp_path, tiny_data):
-    from davel import pipeline
     from davel.errors import WeightsError
+    from davel.inference import load_detector
 
     ann, feats = tiny_data
     train(TrainConfig(model="ccnet", **TINY, standardize_features=True), ann, feats, tmp_path,
@@ -485,11 +491,11 @@ def test_checkpoint_with_broken_statistics_is_refused(tmp_path, tiny_data):
     ckpt["davel"]["feature_norm"]["audio_mean"] = torch.zeros(DIM_AUD + 1)
     torch.save(ckpt, tmp_path / "bad.pth")
     with pytest.raises(WeightsError, match="feature statistics are 12-d / 5-d"):
-        pipeline.load(tmp_path / "bad.pth", torch.device("cpu"), expect_dims=(2 * DIM_RGB, DIM_AUD))
+        load_detector(tmp_path / "bad.pth", "cpu", expect_dims=(2 * DIM_RGB, DIM_AUD))
     del ckpt["davel"]["feature_norm"]["audio_std"]
     torch.save(ckpt, tmp_path / "bad.pth")
     with pytest.raises(WeightsError, match="unreadable feature statistics"):
-        pipeline.load(tmp_path / "bad.pth", torch.device("cpu"), expect_dims=(2 * DIM_RGB, DIM_AUD))
+        load_detector(tmp_path / "bad.pth", "cpu", expect_dims=(2 * DIM_RGB, DIM_AUD))
 
 
 # ------------------------------------------------------------------ extractor settings follow the checkpoint
@@ -499,8 +505,8 @@ NON_STANDARD = {"crop": 64, "flow": False, "fps": 25.0, "raft_iterations": 20, "
 
 
 def test_detect_extracts_with_the_training_features_settings(tmp_path, monkeypatch):
-    import davel.feature_cache
-    from davel import pipeline
+    import extractors.cache
+    from davel.inference import load_detector
     from extractors.extract import ExtractionSettings
     from extractors.feature_files import read
 
@@ -508,8 +514,8 @@ def test_detect_extracts_with_the_training_features_settings(tmp_path, monkeypat
     for meta in feats.glob("*_davel.json"):
         meta.write_text(json.dumps({"settings": NON_STANDARD, "settings_key": "k"}))
     train(TrainConfig(model="ccnet", **TINY), ann, feats, tmp_path / "run", max_epochs=1)
-    det = pipeline.load(tmp_path / "run" / "last.pth", torch.device("cpu"))
-    assert pipeline.extraction_settings(det) == ExtractionSettings(crop=64, flow=False, short_side=128)
+    det = load_detector(tmp_path / "run" / "last.pth", "cpu")
+    assert det.extraction_settings == ExtractionSettings(crop=64, flow=False, short_side=128)
 
     seen = []
 
@@ -517,10 +523,10 @@ def test_detect_extracts_with_the_training_features_settings(tmp_path, monkeypat
         def __init__(self, weights_dir, device, settings=None):
             seen.append(settings)
 
-        def features(self, path, on_window=None, warn=None):
-            return read(feats / "test_0"), 5.0
+        def features(self, path, on_window=None):
+            return read(feats / "test_0")
 
-    monkeypatch.setattr(davel.feature_cache, "CachedExtractor", FakeExtractor)
+    monkeypatch.setattr(extractors.cache, "FeatureCache", FakeExtractor)
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"not read by the fake extractor")
     res = runner.invoke(app, ["detect", str(video), "--checkpoint", str(tmp_path / "run" / "last.pth"),
@@ -540,3 +546,59 @@ def test_detect_extracts_with_the_training_features_settings(tmp_path, monkeypat
     res = runner.invoke(app, ["detect", "--features", str(feats / "test_0"), "--checkpoint",
                               str(tmp_path / "run" / "last.pth"), "--device", "cpu"])
     assert res.exit_code == 0 and "other extractor settings" not in res.stderr
+
+
+def test_log_holds_exactly_the_epochs_of_last_pth(tmp_path, tiny_data):
+    ann, feats = tiny_data
+    cfg = TrainConfig(model="unav", **TINY)
+    train(cfg, ann, feats, tmp_path, max_epochs=2)
+    log = tmp_path / "log.jsonl"
+    assert [json.loads(x)["epoch"] for x in log.read_text().splitlines()] == [1, 2]
+    # a crash after last.pth but before the log: the next run writes the log from last.pth
+    log.write_text(log.read_text().splitlines()[0] + "\n")
+    train(cfg, ann, feats, tmp_path)
+    assert [json.loads(x)["epoch"] for x in log.read_text().splitlines()] == [1, 2, 3]
+    # --restart (or a new run in an old folder) starts a new log, not appended to the old one
+    train(cfg, ann, feats, tmp_path, restart=True, max_epochs=1)
+    assert [json.loads(x)["epoch"] for x in log.read_text().splitlines()] == [1]
+
+
+def test_eval_counts_a_video_with_only_some_feature_files_as_missing(tmp_path, tiny_data):
+    import shutil
+
+    ann, feats = tiny_data
+    train(TrainConfig(model="unav", **TINY), ann, feats, tmp_path / "run", max_epochs=1)
+    partial = tmp_path / "feats"
+    shutil.copytree(feats, partial)
+    (partial / "test_0_rgb.npy").unlink()  # vggish is still there
+    res = runner.invoke(app, ["eval", "--annotations", str(ann), "--checkpoint",
+                              str(tmp_path / "run" / "best.pth"), "--features", str(partial),
+                              "--device", "cpu", "--json"])
+    assert res.exit_code == 0, res.output
+    assert "1 of 2 test videos have no features" in res.stderr and "test_0" in res.stderr
+
+
+def test_startup_reads_each_training_file_at_most_once(tmp_path, tiny_data, monkeypatch):
+    import extractors.feature_files as ff
+
+    ann, feats = tiny_data
+    reads = []
+    real = ff.read
+    monkeypatch.setattr(ff, "read", lambda prefix: reads.append(str(prefix)) or real(prefix))
+    from davel.train.loop import _prepare_data
+
+    annotations = read_annotations(ann)
+    _prepare_data(TrainConfig(model="unav", **TINY), annotations, feats)
+    assert reads == []  # sizes and lengths come from the array headers
+    _prepare_data(TrainConfig(model="unav", **TINY, standardize_features=True), annotations, feats)
+    assert len(reads) == len(set(reads)) == len(annotations.subset("train"))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_workers_do_not_change_the_weights(tmp_path, tiny_data, workers):
+    ann, feats = tiny_data
+    cfg = TrainConfig(model="unav", **{**TINY, "epochs": 1, "warmup_epochs": 0})
+    train(cfg, ann, feats, tmp_path / "ref", workers=0)
+    train(cfg, ann, feats, tmp_path / "w", workers=workers)
+    a, b = _state(tmp_path / "ref" / "last.pth"), _state(tmp_path / "w" / "last.pth")
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from davel.detectors.checkpoint import load_detector
+from davel.detectors.checkpoint import build_detector, load_checkpoint
 from davel.detectors.common import prepare_inputs
 from davel.detectors.unav import UnAVDetector
 from davel.errors import WeightsError
@@ -63,11 +63,11 @@ def test_load_official_layout_file(tmp_path, standin_sd):
     torch.save({"epoch": 40, "state_dict": standin_sd, "state_dict_ema": standin_sd,
                 "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4, "params": [0, 1]}]},
                 "scheduler": {"last_epoch": 40, "base_lrs": [1e-4]}}, path)
-    model, info = load_detector(path)
+    model, info, sha = load_checkpoint(path, expect_dims=(2048, 128))
     assert isinstance(model, UnAVDetector) and not model.training
-    assert info["model"] == "unav" and info["num_classes"] == 100 and info["max_seq_len"] == 224
-    assert (info["input_dim_v"], info["input_dim_a"]) == (2048, 128)
-    assert len(info["sha256"]) == 64
+    assert info.kind == "unav" and info.num_classes == 100 and info.max_seq_len == 224
+    assert (info.input_dim_v, info.input_dim_a) == (2048, 128)
+    assert len(sha) == 64
     loaded = model.state_dict()
     assert len(loaded) == len(standin_sd)
     assert all(torch.equal(loaded[k.removeprefix("module.")], t) for k, t in standin_sd.items())
@@ -78,10 +78,10 @@ def test_refuses_other_feature_dims():
     sd["backbone.embd_V.0.conv.weight"] = torch.zeros(32, 1536, 3)
     sd["backbone.embd_A.0.conv.weight"] = torch.zeros(32, 1536, 3)
     with pytest.raises(WeightsError, match="1536-d visual / 1536-d audio") as err:
-        load_detector({"state_dict_ema": sd})
+        build_detector({"state_dict_ema": sd}, expect_dims=(2048, 128))
     assert "\n" not in str(err.value)
-    model, info = load_detector(sd, expect_dims=None)  # dims come from the weights
-    assert info["input_dim_v"] == 1536 and model.input_dim_a == 1536
+    model, info = build_detector(sd)  # dims come from the weights
+    assert info.input_dim_v == 1536 and model.input_dim_a == 1536
 
 
 class _NotTensors:
@@ -98,7 +98,27 @@ def test_refuses_non_detector_files(tmp_path, content):
     else:
         torch.save({"state_dict": _NotTensors()}, path)  # needs pickle execution
     with pytest.raises(WeightsError) as err:
-        load_detector(path)
+        load_checkpoint(path)
     assert "\n" not in str(err.value)
     with pytest.raises(WeightsError):
-        load_detector(tmp_path / "missing.pth")
+        load_checkpoint(tmp_path / "missing.pth")
+
+
+def test_building_from_a_checkpoint_touches_no_global_state(standin_sd, monkeypatch):
+    """The model is built on the meta device: no real tensor is initialised only to be
+    replaced by the checkpoint, and torch.nn.init is left alone (davel 0.1 patched it)."""
+    originals = {name: getattr(torch.nn.init, name) for name in
+                 ("kaiming_uniform_", "uniform_", "normal_", "trunc_normal_", "xavier_uniform_")}
+
+    def spy(name):
+        def init(tensor, *args, **kwargs):
+            assert tensor.is_meta, f"nn.init.{name} ran on a real tensor"
+            return originals[name](tensor, *args, **kwargs)
+        return init
+
+    for name in originals:
+        monkeypatch.setattr(torch.nn.init, name, spy(name))
+    model = UnAVDetector.from_state_dict(standin_sd)
+    assert all(getattr(torch.nn.init, n).__name__ == "init" for n in originals)  # still ours
+    assert not any(p.is_meta for p in model.parameters())
+    assert model.backbone.pos_embd.abs().sum() > 0  # the table is computed, not loaded

@@ -17,8 +17,16 @@ import torch
 
 from davel.errors import InputError, WeightsError
 from extractors.audio import AudioTrack, decode_audio, silence
-from extractors.vggish import (VGGish, embed_examples, frame_examples, load_pca, load_vggish, log_mel,
-                               num_examples, vggish_features)
+from extractors.vggish import (
+    VGGish,
+    embed_examples,
+    frame_examples,
+    load_pca,
+    load_vggish,
+    log_mel,
+    num_examples,
+    vggish_features,
+)
 from weights.standin import load_manifest, standin_state_dict
 
 from helpers import report, ulps

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import math
 import zlib
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import torch
 

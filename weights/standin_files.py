@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from weights import store
+from weights.atomic import atomic_write
 from weights.standin import standin_state_dict
 
 EXTRACTOR_FILES = {
@@ -41,6 +42,6 @@ def write_standins(directory: str | Path | None = None, salt: int = 0, detectors
             continue
         sd = standin_state_dict(manifest, salt)
         obj = official_checkpoint(sd) if name in DETECTOR_FILES else sd
-        store.atomic_write(d / name, lambda f: torch.save(obj, f))
+        atomic_write(d / name, lambda f: torch.save(obj, f))
         store.record_in_lock(d, name, origin="standin", salt=salt)
     return d

@@ -15,17 +15,17 @@ import json
 import os
 import pickle
 import re
-import shutil
-import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from davel.errors import WeightsError
+from weights.atomic import atomic_write_text, commit_file, file_lock, temp_path_for
+from weights.errors import WeightsError
 
 LOCK_NAME = "davel-weights.json"
 
@@ -71,9 +71,9 @@ def registry() -> dict[str, WeightSpec]:
 def spec(name: str) -> WeightSpec:
     try:
         return registry()[name]
-    except KeyError:
+    except KeyError as exc:
         known = ", ".join(sorted(registry()))
-        raise WeightsError(f"unknown weights file '{name}' (known: {known})") from None
+        raise WeightsError(f"unknown weights file '{name}' (known: {known})") from exc
 
 
 def cache_dir() -> Path:
@@ -125,15 +125,18 @@ def read_lock(directory: Path) -> dict[str, dict]:
         return {}
     try:
         return json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise WeightsError(f"{path} is not readable JSON: delete it and verify the weights again")
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"{path} is not readable JSON: delete it and verify the weights again") from exc
 
 
 def record_in_lock(directory: Path, filename: str, origin: str, **extra: Any) -> None:
-    """Record a file's sha256 in the directory's lock (atomic rewrite)."""
-    lock = read_lock(directory)
-    lock[filename] = {"sha256": sha256_of(directory / filename), "origin": origin, **extra}
-    atomic_write_text(directory / LOCK_NAME, json.dumps(lock, indent=1, sort_keys=True))
+    """Record a file's sha256 in the directory's lock (atomic rewrite, under an
+    inter-process lock so concurrent downloads and imports keep every entry)."""
+    sha = sha256_of(directory / filename)
+    with file_lock(directory / LOCK_NAME):
+        lock = read_lock(directory)
+        lock[filename] = {"sha256": sha, "origin": origin, **extra}
+        atomic_write_text(directory / LOCK_NAME, json.dumps(lock, indent=1, sort_keys=True))
 
 
 def check_file(path: Path, registry_spec: WeightSpec | None = None) -> str:
@@ -210,24 +213,36 @@ def load_state(path: Path, allow_numpy: bool = False) -> Any:
             found = re.search(r"GLOBAL ([\w.]+)", text)
             name = found.group(1) if found else ""
             raise WeightsError(f"{path} needs pickle code to load and is refused (only plain tensors "
-                               f"are accepted{': it references ' + name[:80] if name else ''})") from None
-        raise WeightsError(f"{path} is not a readable weights file (not a torch checkpoint)") from None
+                               f"are accepted{': it references ' + name[:80] if name else ''})") from exc
+        raise WeightsError(f"{path} is not a readable weights file (not a torch checkpoint)") from exc
     except Exception as exc:  # torch's safe unpickler raises assorted types on non-checkpoints
-        raise WeightsError(f"{path} is not a readable weights file ({type(exc).__name__}: "
-                           f"{str(exc).strip().splitlines()[0][:160] if str(exc).strip() else 'empty'})") from None
+        raise WeightsError(f"{path} is not a readable weights file ({first_line(exc)})") from exc
 
 
-def load_state_dict_file(source, what: str) -> "Mapping[str, torch.Tensor]":
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """``Type: first line of the message`` (cut to ``limit`` characters) for one-line errors."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else "empty"
+    if len(line) > limit:
+        line = line[:limit - 3] + "..."
+    return f"{type(exc).__name__}: {line}"
+
+
+def strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop the ``module.`` prefix nn.DataParallel adds (keys without it pass unchanged)."""
+    return {k.removeprefix("module."): v for k, v in state_dict.items()}
+
+
+def load_state_dict_file(source: Any, what: str) -> Mapping[str, torch.Tensor]:
     """A state dict from a path (safely loaded) or as given; one-line WeightsError otherwise."""
-    from collections.abc import Mapping
-
     state = source if isinstance(source, Mapping) else load_state(Path(source))
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"{_where(source)} is not a {what} state dict (expected a dict of tensors)")
+        raise WeightsError(f"{describe_source(source)} is not a {what} state dict (expected a dict of tensors)")
     return state
 
 
-def check_layout(state, expected, where: str, what: str) -> None:
+def check_layout(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+                 where: str, what: str) -> None:
     """Refuse a state dict whose keys or shapes differ from ``expected`` (one line)."""
     missing = [k for k in expected if k not in state]
     extra = [k for k in state if k not in expected]
@@ -240,7 +255,8 @@ def check_layout(state, expected, where: str, what: str) -> None:
             raise WeightsError(f"{where}: {k} has shape {list(state[k].shape)}, {what} needs {list(ref.shape)}")
 
 
-def _where(source) -> str:
+def describe_source(source: Any) -> str:
+    """How a weights source is named in messages: its path, or "the given state dict"."""
     return str(source) if isinstance(source, (str, os.PathLike)) else "the given state dict"
 
 
@@ -257,25 +273,7 @@ def _numpy_allow_list() -> list:
     return [_reconstruct, (_reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype, *dtypes]
 
 
-# ---------------------------------------------------------------- writing
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def atomic_write(path: Path, writer: Callable, suffix: str = "") -> None:
-    """Write through a temporary file in the same directory, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+# ---------------------------------------------------------------- downloading
 
 
 def download(name: str, directory: str | os.PathLike | None = None, force: bool = False,
@@ -290,8 +288,7 @@ def download(name: str, directory: str | os.PathLike | None = None, force: bool 
         return dst
     errors = []
     for url in s.urls:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=d)
-        os.close(fd)
+        tmp = str(temp_path_for(dst))
         try:
             if url.startswith("gdrive:"):
                 import gdown
@@ -302,7 +299,7 @@ def download(name: str, directory: str | os.PathLike | None = None, force: bool 
                 torch.hub.download_url_to_file(url, tmp, hash_prefix=s.sha256_prefix, progress=progress)
             if _fails_registry_hash(Path(tmp), s):
                 raise WeightsError(f"downloaded {name} fails its hash check (expected {s.expected()})")
-            os.replace(tmp, dst)
+            commit_file(tmp, dst)
             record_in_lock(d, name, origin="registry", url=url)
             return dst
         except WeightsError:
@@ -310,5 +307,5 @@ def download(name: str, directory: str | os.PathLike | None = None, force: bool 
             raise
         except Exception as exc:  # network errors of every kind: try the next source
             Path(tmp).unlink(missing_ok=True)
-            errors.append(f"{url}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            errors.append(f"{url}: {first_line(exc, 100)}")
     raise WeightsError(f"could not download {name} ({'; '.join(errors)[:300]})")

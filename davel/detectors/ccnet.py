@@ -12,20 +12,30 @@ ones must be windowed by the caller).
 """
 from __future__ import annotations
 
-import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from davel.detectors.cmcc import cmcc_layer, gate_list
 from davel.detectors.common import (
-    DEFAULT_REGRESSION_RANGE, ClsHead, PyramidDetector, RegHead, TransformerBlock, TwoStreamStem,
-    checkpoint_regression_range, count_indexed, head_hparams, level_points, load_strictly,
-    sinusoid_table, strip_module_prefix, to_detector_output, transformer_blocks)
+    DEFAULT_REGRESSION_RANGE,
+    ClsHead,
+    PyramidDetector,
+    RegHead,
+    TransformerBlock,
+    TwoStreamStem,
+    level_points,
+    sinusoid_table,
+    to_detector_output,
+    transformer_blocks,
+)
 from davel.detectors.mtgc import MTGCBlock
 from davel.detectors.output import DetectorOutput
+from davel.detectors.state_dict import checkpoint_regression_range, count_indexed, head_hparams, load_strictly
 from davel.errors import InputError, WeightsError
+from weights.store import strip_module_prefix
 
 # The MTGC block halves the length between levels whatever the config says.
 SCALE_FACTOR = 2
@@ -93,7 +103,9 @@ class CCNetDetector(PyramidDetector):
     Build from a checkpoint with :meth:`from_state_dict`.
     """
 
-    model_name = "ccnet"
+    kind: ClassVar[str] = "ccnet"
+    state_dict_markers: ClassVar[tuple[str, ...]] = (
+        "MTGC_block.", "backbone.ori_CMI_Visual.", "backbone.visual_TCG.")
 
     def __init__(self, input_dim_v: int = 2048, input_dim_a: int = 128, embd_dim: int = 512,
                  n_head: int = 4, num_classes: int = 100, max_seq_len: int = 224,
@@ -116,16 +128,7 @@ class CCNetDetector(PyramidDetector):
                                 head_kernel_size, head_with_ln)
         self.reg_head = RegHead(2 * embd_dim, head_dim, num_classes, num_levels, head_num_layers,
                                 head_kernel_size, head_with_ln, class_aware)
-        self._init_like_original(cls_prior_prob)
-
-    @torch.no_grad()
-    def _init_like_original(self, prior_prob: float) -> None:
-        """Fresh-model initialisation of the official code (what training starts from):
-        zero biases, classifier bias at the prior probability. Loading weights overrides it."""
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Conv1d)) and module.bias is not None:
-                module.bias.zero_()
-        self.cls_head.cls_head.conv.bias.fill_(-math.log((1 - prior_prob) / prior_prob))
+        self.init_biases(cls_prior_prob)
 
     def padded_length(self, num_steps: int) -> int:
         """Length the model runs at: always ``max_seq_len``; longer inputs must be windowed."""
@@ -134,6 +137,11 @@ class CCNetDetector(PyramidDetector):
                 f"CCNet runs at most {self.max_seq_len} feature steps per pass, got {num_steps}: "
                 f"split longer inputs into windows")
         return self.max_seq_len
+
+    @classmethod
+    def training_kwargs(cls, options: Mapping) -> dict:
+        return {**super().training_kwargs(options), "mtgc_dim": options["dependency_dim"],
+                "cls_prior_prob": options["cls_prior_prob"]}
 
     def forward(self, feats_v: Tensor, feats_a: Tensor, mask: Tensor) -> DetectorOutput:
         length = feats_v.shape[-1]
@@ -152,7 +160,7 @@ class CCNetDetector(PyramidDetector):
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, Tensor], n_head: int = 4,
                         regression_range: Sequence[Sequence[float]] | None = None
-                        ) -> "CCNetDetector":
+                        ) -> CCNetDetector:
         """Build and strictly load from a checkpoint state dict (``module.`` prefix optional).
 
         The model's parameters ARE the given tensors (no copy): clone the
@@ -185,7 +193,7 @@ class CCNetDetector(PyramidDetector):
                 "use_channel_att": use_channel_att,
             }
         except KeyError as err:
-            raise WeightsError(f"not a CCNet detector checkpoint (missing {err.args[0]})") from None
+            raise WeightsError(f"not a CCNet detector checkpoint (missing {err.args[0]})") from err
         levels = n_cross + 1
         regression_range = checkpoint_regression_range("CCNet", levels, heads["fpn_levels"],
                                                        regression_range)

@@ -1,4 +1,4 @@
-"""Building blocks shared by the ActionFormer-style detectors (UnAV baseline, CCNet).
+"""Building blocks shared by the ActionFormer-style detectors (UnAV baseline, CCNet, LoCo).
 
 Every module is named so that its ``state_dict`` keys equal the official
 checkpoints' keys (after the ``module.`` prefix is stripped), so the published
@@ -14,8 +14,8 @@ pass one flag per time step).
 from __future__ import annotations
 
 import math
-import re
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torchvision.ops import stochastic_depth
 
 from davel.detectors.output import DetectorOutput
-from davel.errors import InputError, WeightsError
+from davel.errors import InputError
 
 # Regression ranges of the 6-level pyramid (grid units); only used for the
 # ``points`` rows (training targets), but they are part of the output format.
@@ -345,10 +345,25 @@ class RegHead(_ConvTower):
 
 
 class PyramidDetector(nn.Module):
-    """What both detectors record about their inputs and temporal pyramid (subclasses
-    build the layers): feature sizes, classes, ``max_seq_len``, levels (strided
-    layers + 1, checked against the regression ranges) and the total stride
-    ``max_div_factor``, which must divide ``max_seq_len``."""
+    """What every detector kind shares: its inputs, its temporal pyramid, and the
+    properties the rest of davel asks a detector for instead of switching on its name.
+
+    Subclasses build the layers and set the class attributes:
+
+    * ``kind``: the registry name (``"unav"``, ``"ccnet"``, ...);
+    * ``config_hints``: constructor arguments the tensors of a checkpoint cannot
+      reveal; davel's own checkpoints record them in ``davel.model_config`` and
+      :meth:`from_state_dict` takes them as keyword arguments;
+    * ``state_dict_markers``: key prefixes (without ``module.``) only this kind has.
+
+    The constructor records the feature sizes, classes, ``max_seq_len``, levels
+    (strided layers + 1, checked against the regression ranges) and the total
+    stride ``max_div_factor``, which must divide ``max_seq_len``.
+    """
+
+    kind: ClassVar[str] = ""
+    config_hints: ClassVar[tuple[str, ...]] = ("n_head",)
+    state_dict_markers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, input_dim_v: int, input_dim_a: int, num_classes: int, max_seq_len: int,
                  backbone_arch: Sequence[int], regression_range: Sequence[Sequence[float]],
@@ -367,6 +382,57 @@ class PyramidDetector(nn.Module):
         self.num_levels = num_levels
         self.max_div_factor = scale_factor ** (num_levels - 1)
         self.regression_range = tuple(tuple(r) for r in regression_range)
+
+    @property
+    def input_dims(self) -> tuple[int, int]:
+        """(visual, audio) feature sizes the model takes."""
+        return self.input_dim_v, self.input_dim_a
+
+    def padded_length(self, num_steps: int) -> int:
+        """Length the model runs ``num_steps`` feature steps at (the official eval padding)."""
+        raise NotImplementedError
+
+    def max_single_pass(self) -> int:
+        """Longest input run in one pass; longer inputs are windowed (davel.windows)."""
+        return self.max_seq_len
+
+    @classmethod
+    def matches_state_dict(cls, state_dict: Mapping[str, Tensor]) -> bool:
+        """Whether a checkpoint's state dict (keys without ``module.``) is of this kind."""
+        return any(k.startswith(cls.state_dict_markers) for k in state_dict)
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, Tensor], **hints) -> PyramidDetector:
+        """Build and strictly load from a checkpoint state dict (``module.`` prefix optional)."""
+        raise NotImplementedError
+
+    @classmethod
+    def training_kwargs(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Constructor arguments from the generic training options (``embd_dim``,
+        ``head_dim``, ``n_head``, ``max_seq_len``, ``dependency_dim``, ``droppath``,
+        ``cls_prior_prob``) plus the kind's own ``model_options``."""
+        return {"embd_dim": options["embd_dim"], "head_dim": options["head_dim"],
+                "n_head": options["n_head"], "max_seq_len": options["max_seq_len"],
+                "layer_scale": options["droppath"] > 0, **options.get("model_options", {})}
+
+    @torch.no_grad()
+    def init_biases(self, prior_prob: float = 0.01, empty_classes: Sequence[int] = ()) -> None:
+        """Fresh-model initialisation of the official code (what training starts from):
+        zero biases, the classifier bias at ``prior_prob``, and at 1e-6 for classes that
+        have no annotation (the repos' ``head_empty_cls``). Loading weights overrides it."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Conv1d)) and module.bias is not None:
+                module.bias.zero_()
+        bias = self.cls_head.cls_head.conv.bias
+        bias.fill_(-math.log((1 - prior_prob) / prior_prob))
+        for c in empty_classes:
+            bias[c] = -math.log((1 - 1e-6) / 1e-6)
+
+    def forward_train(self, feats_v: Tensor, feats_a: Tensor, mask: Tensor
+                      ) -> tuple[DetectorOutput, dict[str, Tensor], dict[str, float]]:
+        """Training forward: the output, extra loss terms (already weighted, added to the
+        detection loss) and scalars to log. Plain detectors have neither."""
+        return self(feats_v, feats_a, mask), {}, {}
 
 
 def level_points(length: int, num_levels: int, scale_factor: int = 2,
@@ -428,66 +494,3 @@ def to_detector_output(cls_logits: Sequence[Tensor], offsets: Sequence[Tensor],
     offs = [x.permute(0, 2, 1).reshape(x.shape[0], x.shape[2], -1, 2) for x in offsets]
     return DetectorOutput(cls_logits=logits, offsets=offs,
                           masks=[m.squeeze(1) for m in masks], points=list(points))
-
-
-# ---- state-dict helpers -------------------------------------------------
-
-def strip_module_prefix(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Drop the ``module.`` prefix nn.DataParallel adds (keys without it pass unchanged)."""
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
-
-
-def count_indexed(state_dict: Mapping[str, Tensor], prefix: str) -> int:
-    """Number of ModuleList entries ``<prefix>.<i>.`` present in the keys."""
-    pat = re.compile(re.escape(prefix) + r"\.(\d+)\.")
-    found = {int(m.group(1)) for k in state_dict if (m := pat.match(k))}
-    return max(found) + 1 if found else 0
-
-
-def head_hparams(state_dict: Mapping[str, Tensor]) -> dict:
-    """Head hyper-parameters read from tensor shapes (keys without ``module.``).
-
-    Returns ``input_dim, feat_dim, num_classes, num_layers, kernel_size,
-    with_ln, class_aware, fpn_levels``.
-    """
-    first = state_dict["cls_head.head.0.conv.weight"]
-    cls_w = state_dict["cls_head.cls_head.conv.weight"]
-    num_classes = cls_w.shape[0]
-    n_offsets = state_dict["reg_head.offset_head.conv.weight"].shape[0]
-    return {
-        "input_dim": first.shape[1],
-        "feat_dim": first.shape[0],
-        "num_classes": num_classes,
-        "num_layers": count_indexed(state_dict, "cls_head.head") + 1,
-        "kernel_size": cls_w.shape[-1],
-        "with_ln": "cls_head.norm.0.weight" in state_dict,
-        "class_aware": n_offsets == 2 * num_classes,
-        "fpn_levels": count_indexed(state_dict, "reg_head.scale"),
-    }
-
-
-def checkpoint_regression_range(label: str, levels: int, head_levels: int,
-                                regression_range: Sequence[Sequence[float]] | None
-                                ) -> Sequence[Sequence[float]]:
-    """The regression ranges for a checkpoint with ``levels`` pyramid levels (the
-    published ones unless given); WeightsError when heads and levels disagree."""
-    if regression_range is None:
-        if levels != len(DEFAULT_REGRESSION_RANGE):
-            raise WeightsError(f"{label} checkpoint has {levels} pyramid levels; "
-                               f"regression ranges are known for {len(DEFAULT_REGRESSION_RANGE)}")
-        regression_range = DEFAULT_REGRESSION_RANGE
-    if head_levels != levels:
-        raise WeightsError(f"{label} checkpoint: {head_levels} head scales for {levels} levels")
-    return regression_range
-
-
-def load_strictly(model: nn.Module, state_dict: Mapping[str, Tensor], label: str,
-                  assign: bool = False) -> None:
-    """``load_state_dict(strict=True)`` with torch's multi-line complaint cut to one line."""
-    try:
-        model.load_state_dict(state_dict, strict=True, assign=assign)
-    except RuntimeError as err:
-        detail = " ".join(line.strip() for line in str(err).strip().splitlines()[1:3])
-        if len(detail) > 300:
-            detail = detail[:297] + "..."
-        raise WeightsError(f"{label} checkpoint does not match the model layout: {detail}") from None

@@ -23,13 +23,14 @@ time axis with sizes ``max_seq_len / 2^k``, the block only runs at exactly
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from davel.detectors.common import MaskedConv1D, TransformerBlock
+from davel.detectors.dependency import dependency_branches
 
 
 class MTGCBlock(nn.Module):
@@ -100,22 +101,6 @@ class MTGCBlock(nn.Module):
         over_time = F.relu(over_time).reshape(batch, self.num_classes, -1, length)
         return over_time + expanded
 
-    def _dependencies(self, expanded: Tensor, mask: Tensor) -> Tensor:
-        """Temporal + co-occurrence branches: ``[B, C, H, T]`` -> ``[B, C*H, T]``."""
-        batch, n_cls, hidden, length = expanded.shape
-        per_class = expanded.reshape(batch * n_cls, hidden, length)
-        # The official code tiles the mask with repeat() while the features are
-        # class-major per video; identical for one video per batch, and this
-        # gives each (video, class) sequence its own video's mask otherwise.
-        per_class_mask = mask.repeat_interleave(n_cls, dim=0)
-        temporal, _ = self.temporal_branch(per_class, per_class, per_class_mask)
-        # one sequence per (video, step) over the class axis; padded steps are
-        # switched off as a whole (1-D mask)
-        per_step = expanded.transpose(1, 3).reshape(batch * length, hidden, n_cls)
-        cooccur, _ = self.cooccur_branch(per_step, per_step, mask.flatten())
-        cooccur = cooccur.reshape(batch, length, hidden, n_cls).transpose(1, 3)
-        return (temporal.reshape(batch, n_cls, hidden, length) + cooccur).reshape(batch, -1, length)
-
     def forward(self, feats: Sequence[Tensor], masks: Sequence[Tensor]) -> list[Tensor]:
         if len(feats) != len(self.level_lengths):
             raise ValueError(f"MTGC block expects {len(self.level_lengths)} levels, "
@@ -129,7 +114,8 @@ class MTGCBlock(nn.Module):
                 coarse = feats[level + 1].reshape(batch * channels, -1)
                 coarse = F.relu(self.C2F_linear[level](coarse)).reshape(batch, channels, length)
                 x, _ = self.C2F_attention(x, coarse, mask)
-            mixed = self._dependencies(self._expand(x, mask, level), mask)
+            mixed = dependency_branches(self.temporal_branch, self.cooccur_branch,
+                                        self._expand(x, mask, level), mask)
             squeezed, _ = self.feature_squeeze(mixed, mask)
             refined.append(squeezed)
 

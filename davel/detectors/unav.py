@@ -3,23 +3,40 @@
 Conv embedding + unimodal transformers -> cross-modal pyramid (audio/visual
 cross-attention at every level, strides 1..32) -> temporal dependency module
 (per-class temporal and co-occurrence attention) -> shared class-aware heads.
-Inference only; module names follow the official checkpoint so its
-``state_dict_ema`` loads strictly once the ``module.`` prefix is dropped.
+Module names follow the official checkpoint so its ``state_dict_ema`` loads
+strictly once the ``module.`` prefix is dropped.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from davel.detectors.common import (
-    DEFAULT_REGRESSION_RANGE, ClsHead, MaskedConv1D, PyramidDetector, RegHead, TransformerBlock,
-    TwoStreamStem, checkpoint_regression_range, count_indexed, head_hparams, level_points,
-    load_strictly, padded_length, sinusoid_table, strip_module_prefix, to_detector_output,
-    transformer_blocks)
+    DEFAULT_REGRESSION_RANGE,
+    ClsHead,
+    MaskedConv1D,
+    PyramidDetector,
+    RegHead,
+    TransformerBlock,
+    TwoStreamStem,
+    level_points,
+    padded_length,
+    sinusoid_table,
+    to_detector_output,
+    transformer_blocks,
+)
+from davel.detectors.dependency import dependency_branches
 from davel.detectors.output import DetectorOutput
+from davel.detectors.state_dict import checkpoint_regression_range, count_indexed, head_hparams, load_strictly
 from davel.errors import InputError, WeightsError
+from weights.store import strip_module_prefix
+
+# Longest input the official code runs in one pass (pad to a multiple of 32,
+# interpolated positional embedding); longer inputs are windowed like CCNet's.
+SINGLE_PASS_MAX = 2048
 
 
 class CrossModalPyramid(TwoStreamStem):
@@ -38,13 +55,20 @@ class CrossModalPyramid(TwoStreamStem):
         super().__init__(in_v, in_a, n_embd, n_head, kernel_size, n_embd_layers, n_stem - 1,
                          with_ln, layer_scale)
         self.use_abs_pe = use_abs_pe
+        self.max_len, self.n_embd = max_len, n_embd
         if use_abs_pe:
-            self.register_buffer("pos_embd", sinusoid_table(max_len, n_embd) / n_embd ** 0.5,
-                                 persistent=False)
+            self.register_buffer("pos_embd", torch.empty(1, n_embd, max_len), persistent=False)
+            self.reset_buffers()
         self.ori_cross_att_Va = TransformerBlock(n_embd, n_head, 1, layer_scale=layer_scale)
         self.ori_cross_att_Av = TransformerBlock(n_embd, n_head, 1, layer_scale=layer_scale)
         self.cross_att_Va = transformer_blocks(n_embd, n_head, n_cross, scale_factor, layer_scale)
         self.cross_att_Av = transformer_blocks(n_embd, n_head, n_cross, scale_factor, layer_scale)
+
+    def reset_buffers(self, device: torch.device | str | None = None) -> None:
+        """(Re)compute the positional table, which checkpoints do not store."""
+        if self.use_abs_pe:
+            table = sinusoid_table(self.max_len, self.n_embd) / self.n_embd ** 0.5
+            self.pos_embd = table.to(device or self.pos_embd.device)
 
     def forward(self, x_v: Tensor, x_a: Tensor, mask: Tensor
                 ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
@@ -88,23 +112,9 @@ class DependencyBlock(nn.Module):
 
     def _level(self, x: Tensor, mask: Tensor) -> Tensor:
         batch, _, length = x.shape
-        n_cls = self.num_classes
         expanded, mask = self.feature_expand(x, mask)
-        expanded = expanded.relu().view(batch, n_cls, -1, length)
-        hidden = expanded.shape[2]
-
-        # one sequence per (video, class), attention along time
-        temporal, _ = self.temporal_branch(
-            expanded.view(batch * n_cls, hidden, length),
-            expanded.view(batch * n_cls, hidden, length),
-            mask.repeat_interleave(n_cls, dim=0))
-        # one "sequence" per (video, step), attention across classes; a padded
-        # step is switched off as a whole (1-D mask)
-        per_step = expanded.transpose(1, 3).reshape(batch * length, hidden, n_cls)
-        cooccur, _ = self.cooccur_branch(per_step, per_step, mask.flatten())
-        cooccur = cooccur.view(batch, length, hidden, n_cls).transpose(1, 3)
-
-        fused = (temporal.view(batch, n_cls, hidden, length) + cooccur).reshape(batch, -1, length)
+        expanded = expanded.relu().view(batch, self.num_classes, -1, length)
+        fused = dependency_branches(self.temporal_branch, self.cooccur_branch, expanded, mask)
         out, _ = self.feature_squeeze(fused, mask)
         return out
 
@@ -120,7 +130,10 @@ class UnAVDetector(PyramidDetector):
     Build from a checkpoint with :meth:`from_state_dict`.
     """
 
-    model_name = "unav"
+    kind: ClassVar[str] = "unav"
+    # UnAV's max_seq_len only sizes the positional table: the weights cannot show it
+    config_hints: ClassVar[tuple[str, ...]] = ("n_head", "max_seq_len")
+    state_dict_markers: ClassVar[tuple[str, ...]] = ("dependency_block.", "backbone.ori_cross_att_Va.")
 
     def __init__(self, input_dim_v: int = 2048, input_dim_a: int = 128, embd_dim: int = 512,
                  n_head: int = 4, num_classes: int = 100, max_seq_len: int = 224,
@@ -129,7 +142,7 @@ class UnAVDetector(PyramidDetector):
                  head_num_layers: int = 3, head_kernel_size: int = 3, head_with_ln: bool = True,
                  class_aware: bool = True, use_dependency: bool = True, dependency_dim: int = 128,
                  dependency_kernel_size: int = 3, use_abs_pe: bool = True,
-                 layer_scale: bool = True,
+                 layer_scale: bool = True, cls_prior_prob: float = 0.01,
                  regression_range: Sequence[Sequence[float]] = DEFAULT_REGRESSION_RANGE) -> None:
         super().__init__(input_dim_v, input_dim_a, num_classes, max_seq_len, backbone_arch,
                          regression_range, scale_factor)
@@ -145,10 +158,19 @@ class UnAVDetector(PyramidDetector):
                                 head_kernel_size, head_with_ln)
         self.reg_head = RegHead(2 * embd_dim, head_dim, num_classes, num_levels, head_num_layers,
                                 head_kernel_size, head_with_ln, class_aware)
+        self.init_biases(cls_prior_prob)
 
     def padded_length(self, num_steps: int) -> int:
         """Length the model runs at for ``num_steps`` feature steps (224, or a multiple of 32 beyond)."""
         return padded_length(num_steps, self.max_seq_len, self.max_div_factor)
+
+    def max_single_pass(self) -> int:
+        return max(SINGLE_PASS_MAX, self.max_seq_len)
+
+    @classmethod
+    def training_kwargs(cls, options: Mapping) -> dict:
+        return {**super().training_kwargs(options), "dependency_dim": options["dependency_dim"],
+                "cls_prior_prob": options["cls_prior_prob"]}
 
     def forward(self, feats_v: Tensor, feats_a: Tensor, mask: Tensor) -> DetectorOutput:
         length = feats_v.shape[-1]
@@ -167,8 +189,11 @@ class UnAVDetector(PyramidDetector):
     def from_state_dict(cls, state_dict: Mapping[str, Tensor], n_head: int = 4,
                         max_seq_len: int = 224, use_abs_pe: bool = True,
                         regression_range: Sequence[Sequence[float]] | None = None
-                        ) -> "UnAVDetector":
+                        ) -> UnAVDetector:
         """Build and strictly load from a checkpoint state dict (``module.`` prefix optional).
+
+        The model's parameters ARE the given tensors (no copy): clone the
+        state dict first if it will be modified elsewhere.
 
         Sizes come from tensor shapes; what shapes cannot tell (number of heads,
         max_seq_len and abs. positional embedding, whose table is not saved)
@@ -193,20 +218,24 @@ class UnAVDetector(PyramidDetector):
                         sd["dependency_block.feature_expand.conv.weight"].shape[-1],
                 }
         except KeyError as err:
-            raise WeightsError(f"not an UnAV detector checkpoint (missing {err.args[0]})") from None
+            raise WeightsError(f"not an UnAV detector checkpoint (missing {err.args[0]})") from err
         levels = n_cross + 1
         regression_range = checkpoint_regression_range("UnAV", levels, heads["fpn_levels"],
                                                        regression_range)
-        model = cls(
-            input_dim_v=embd_w.shape[1], input_dim_a=sd["backbone.embd_A.0.conv.weight"].shape[1],
-            embd_dim=embd_w.shape[0], n_head=n_head, num_classes=heads["num_classes"],
-            max_seq_len=max_seq_len, backbone_arch=arch, scale_factor=scale_factor,
-            embd_kernel_size=embd_w.shape[-1], embd_with_ln="backbone.embd_norm_V.0.weight" in sd,
-            head_dim=heads["feat_dim"], head_num_layers=heads["num_layers"],
-            head_kernel_size=heads["kernel_size"], head_with_ln=heads["with_ln"],
-            class_aware=heads["class_aware"], use_dependency=use_dependency,
-            use_abs_pe=use_abs_pe,
-            layer_scale="backbone.ori_cross_att_Va.drop_path_attn.scale" in sd,
-            regression_range=regression_range, **dep_kwargs)
-        load_strictly(model, sd, "UnAV")
+        # Built on the meta device and given the checkpoint's own tensors:
+        # no random init of ~100M parameters, no second copy in memory.
+        with torch.device("meta"):
+            model = cls(
+                input_dim_v=embd_w.shape[1], input_dim_a=sd["backbone.embd_A.0.conv.weight"].shape[1],
+                embd_dim=embd_w.shape[0], n_head=n_head, num_classes=heads["num_classes"],
+                max_seq_len=max_seq_len, backbone_arch=arch, scale_factor=scale_factor,
+                embd_kernel_size=embd_w.shape[-1], embd_with_ln="backbone.embd_norm_V.0.weight" in sd,
+                head_dim=heads["feat_dim"], head_num_layers=heads["num_layers"],
+                head_kernel_size=heads["kernel_size"], head_with_ln=heads["with_ln"],
+                class_aware=heads["class_aware"], use_dependency=use_dependency,
+                use_abs_pe=use_abs_pe,
+                layer_scale="backbone.ori_cross_att_Va.drop_path_attn.scale" in sd,
+                regression_range=regression_range, **dep_kwargs)
+        load_strictly(model, sd, "UnAV", assign=True)
+        model.backbone.reset_buffers(embd_w.device)
         return model.eval()

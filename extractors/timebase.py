@@ -1,4 +1,8 @@
-"""Feature index <-> seconds: the one place that knows a feature step's length."""
+"""Feature index <-> seconds: the one place that knows a feature step's length.
+
+Features made by :mod:`extractors` use :data:`I3D_VGGISH`; :data:`ONE_PEACE` is
+the time base of the pre-extracted ONE-PEACE features the LoCo paper uses.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,11 +25,11 @@ class TimeBase:
     def step_seconds(self) -> float:
         return self.stride / self.fps
 
-    def grid_to_seconds(self, g):
+    def grid_to_seconds(self, g):  # noqa: ANN001 - floats, numpy arrays and tensors alike
         """Grid position(s) -> seconds (window centre); works on floats, arrays and tensors."""
         return (g * self.stride + 0.5 * self.window) / self.fps
 
-    def seconds_to_grid(self, s):
+    def seconds_to_grid(self, s):  # noqa: ANN001 - as grid_to_seconds
         return (s * self.fps - 0.5 * self.window) / self.stride
 
     def covered_seconds(self, num_steps: int) -> float:
@@ -42,6 +46,10 @@ class TimeBase:
 
     def as_dict(self) -> dict:
         return {"fps": self.fps, "stride": self.stride, "window": self.window}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TimeBase:
+        return cls(float(d["fps"]), int(d["stride"]), int(d["window"]))
 
 
 I3D_VGGISH = TimeBase(25.0, 8, 24)

@@ -15,8 +15,8 @@ of the number of positive positions (start 250, momentum 0.9).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -90,8 +90,7 @@ class LossNormalizer:
 
 
 def detection_losses(out: DetectorOutput, gt_cls: Tensor, gt_offsets: Tensor,
-                     normalizer: LossNormalizer, reg_weight: float = 1.0,
-                     label_smoothing: float = 0.0) -> dict[str, Tensor]:
+                     normalizer: LossNormalizer, reg_weight: float = 1.0) -> dict[str, Tensor]:
     """Focal + DIoU losses of a batch.
 
     Args:
@@ -99,8 +98,7 @@ def detection_losses(out: DetectorOutput, gt_cls: Tensor, gt_offsets: Tensor,
         gt_cls: ``[B, P, C]`` from :func:`assign_targets` (``P = sum T_i``).
         gt_offsets: ``[B, P, C, 2]``.
         normalizer: updated in place with this batch's positives.
-        reg_weight: weight of the regression loss (> 0), or <= 0 for the
-            repos' automatic balance ``cls_loss / max(reg_loss, 0.01)``.
+        reg_weight: weight of the regression loss (the repos' configs use 1).
 
     Returns:
         ``{"cls_loss", "reg_loss", "final_loss"}`` (scalars; only ``final_loss`` needs backward).
@@ -113,8 +111,6 @@ def detection_losses(out: DetectorOutput, gt_cls: Tensor, gt_offsets: Tensor,
     norm = normalizer.update(num_pos)
 
     target = gt_cls[valid]
-    if label_smoothing > 0:
-        target = target * (1 - label_smoothing) + label_smoothing / (gt_cls.shape[-1] + 1)
     cls_loss = sigmoid_focal_loss(logits[valid].float(), target.float(), alpha=0.25, gamma=2.0,
                                   reduction="sum") / norm
 
@@ -127,11 +123,7 @@ def detection_losses(out: DetectorOutput, gt_cls: Tensor, gt_offsets: Tensor,
     else:
         reg_loss = diou_loss_1d(pred_off[has], tgt_off[has]).sum() / norm
 
-    if reg_weight > 0:
-        weight = reg_weight
-    else:
-        weight = cls_loss.detach() / max(float(reg_loss), 0.01)
-    return {"cls_loss": cls_loss, "reg_loss": reg_loss, "final_loss": cls_loss + reg_loss * weight}
+    return {"cls_loss": cls_loss, "reg_loss": reg_loss, "final_loss": cls_loss + reg_loss * reg_weight}
 
 
 def concat_points(points: Sequence[Tensor]) -> Tensor:

@@ -1,0 +1,20 @@
+"""``davel``: one command per job. The commands only parse, call the library and write."""
+from __future__ import annotations
+
+import typer
+
+from davel.cli.detect import detect_command
+from davel.cli.evaluate import eval_command
+from davel.cli.extract import extract_command
+from davel.cli.train import train_command
+from davel.cli.weights import weights_app
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Find audio-visual events in raw videos (UnAV-100 / CCNet pipeline).")
+app.command("extract")(extract_command)
+app.command("detect")(detect_command)
+app.add_typer(weights_app, name="weights")
+app.command("train")(train_command)
+app.command("eval")(eval_command)
+
+__all__ = ["app"]

@@ -1,0 +1,116 @@
+"""What every command shares: one-line errors, warnings on stderr, progress bars, inputs.
+
+Every command turns a user-facing error into one line on stderr and a
+non-zero exit; ``DAVEL_DEBUG=1`` prints the whole traceback (with its causes)
+before that line. Library warnings (the ``davel``, ``extractors`` and
+``weights`` loggers) are printed as ``davel: warning: ...``.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from davel.errors import DavelError
+from extractors.media import VIDEO_SUFFIXES
+
+LIBRARY_LOGGERS = ("davel", "extractors", "weights")
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.echo(f"davel: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def debug() -> bool:
+    return bool(os.environ.get("DAVEL_DEBUG"))
+
+
+def one_line(exc: BaseException) -> str:
+    """A user-facing line for an exception: DavelError text as is, anything else labelled.
+    With ``DAVEL_DEBUG`` set, the traceback (and its causes) goes to stderr first."""
+    if debug():
+        traceback.print_exception(exc, file=sys.stderr)
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(exc, DavelError):
+        return first or type(exc).__name__
+    return f"unexpected {type(exc).__name__}: {first[:200]} (set DAVEL_DEBUG=1 for details)"
+
+
+def report_error(exc: BaseException) -> None:
+    """One input of a batch failed: say so in one line and go on."""
+    typer.echo(f"davel: error: {one_line(exc)}", err=True)
+
+
+class _WarningLine(logging.Handler):
+    """Library warnings -> ``davel: warning: ...`` on the stderr of the moment."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            typer.echo(f"davel: warning: {record.getMessage()}", err=True)
+        except Exception:  # noqa: BLE001 - a warning must never break a run
+            self.handleError(record)
+
+
+_HANDLER = _WarningLine(logging.WARNING)
+
+
+def show_library_warnings() -> None:
+    """Install the warning handler once per process (commands may run many times in one)."""
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        if _HANDLER not in logger.handlers:
+            logger.addHandler(_HANDLER)
+        logger.propagate = False
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Run a command; DavelError (and anything unexpected) -> one line, exit 1; Ctrl-C -> 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        show_library_warnings()
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except Exception as exc:  # noqa: BLE001 - last line of defence: never a traceback
+            fail(one_line(exc))
+
+    return wrapper
+
+
+def progress_bar(total: int | None, desc: str, quiet: bool, unit: str = "win"):
+    """A tqdm bar on stderr, shown only on a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr,
+                disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True)
+
+
+def gather_videos(videos: list[Path], directory: Optional[Path], recursive: bool,
+                  listing: Optional[str]) -> list[Path]:
+    """The videos named on the command line, found in ``--dir``, or listed in ``--list``."""
+    out = list(videos)
+    if directory is not None:
+        if not directory.is_dir():
+            raise DavelError(f"--dir {directory}: not a directory")
+        pattern = "**/*" if recursive else "*"
+        out += sorted(p for p in directory.glob(pattern) if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    if listing is not None:
+        try:
+            text = sys.stdin.read() if listing == "-" else Path(listing).read_text()
+        except OSError as exc:
+            raise DavelError(f"--list {listing}: {exc.strerror or exc}") from exc
+        out += [Path(line.strip()) for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return out

@@ -1,0 +1,92 @@
+"""``davel train``: argument parsing and printing only."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from davel.cli._common import fail, progress_bar, user_errors
+
+
+@user_errors
+def train_command(
+    annotations: Path = typer.Option(..., "--annotations", help="UnAV-100-layout annotation JSON (train/validation/test subsets)."),
+    features: Path = typer.Option(..., "--features", help="Directory of <video-id>_{rgb,flow,vggish}.npy (from `davel extract`)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Run directory: last.pth, best.pth, log.jsonl."),
+    model: str = typer.Option("ccnet", "--model", help="ccnet or unav."),
+    epochs: int = typer.Option(40, "--epochs", help="Cosine epochs after the warm-up (the repos' meaning: 40 + 5 passes in all)."),
+    warmup_epochs: int = typer.Option(5, "--warmup-epochs", help="Linear warm-up epochs."),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    lr: float = typer.Option(1e-4, "--lr", help="Peak learning rate (AdamW)."),
+    weight_decay: float = typer.Option(1e-4, "--weight-decay"),
+    max_seq_len: int = typer.Option(224, "--max-seq-len", help="Training window in feature steps (multiple of 32)."),
+    embd_dim: int = typer.Option(512, "--embd-dim", help="Embedding width (512 in the papers)."),
+    head_dim: Optional[int] = typer.Option(None, "--head-dim", help="Head width (default: --embd-dim)."),
+    dependency_dim: int = typer.Option(128, "--dependency-dim", help="Per-class width of the TDM / MTGC block."),
+    droppath: float = typer.Option(0.1, "--droppath", help="Stochastic-depth probability."),
+    ema_decay: float = typer.Option(0.999, "--ema-decay", help="Decay of the weight EMA (per step)."),
+    standardize_features: bool = typer.Option(False, "--standardize-features", help="Z-score each feature channel with training-set statistics (kept in the checkpoint, applied by detect/eval). Off in the papers."),
+    seed: int = typer.Option(1234567891, "--seed", help="Same seed, same data and settings: same weights (CPU)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from this checkpoint (default: OUT/last.pth when present)."),
+    restart: bool = typer.Option(False, "--restart", help="Ignore OUT/last.pth and start over."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
+    loader_workers: Optional[int] = typer.Option(None, "--loader-workers", help="Processes reading features (default: 0 on CPU, up to 4 with a GPU)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-epoch lines."),
+) -> None:
+    """Train a detector on annotated features (the papers' recipe by default)."""
+    import torch
+
+    from davel.train import TrainConfig, TrainProgress, train
+    from extractors.devices import resolve_device
+
+    if resume is not None and restart:
+        fail("--resume and --restart exclude each other", 2)
+    if threads is not None:
+        if threads < 1:
+            fail("--threads must be at least 1", 2)
+        torch.set_num_threads(threads)
+    if loader_workers is not None and loader_workers < 0:
+        fail("--loader-workers must be 0 or more", 2)
+    cfg = TrainConfig(model=model, epochs=epochs, warmup_epochs=warmup_epochs, batch_size=batch_size,
+                      lr=lr, weight_decay=weight_decay, max_seq_len=max_seq_len, embd_dim=embd_dim,
+                      head_dim=head_dim or embd_dim, dependency_dim=dependency_dim, droppath=droppath,
+                      ema_decay=ema_decay, seed=seed, standardize_features=standardize_features)
+
+    class Report(TrainProgress):
+        bar = None
+
+        def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+            self.bar = progress_bar(steps, f"epoch {epoch}/{epochs}", quiet, "step")
+
+        def step(self, losses: dict[str, float]) -> None:
+            self.bar.set_postfix(loss=f"{losses['final_loss']:.3f}", refresh=False)
+            self.bar.update()
+
+        def validating(self, videos: int) -> None:
+            self.bar.set_description_str(f"validating on {videos} videos")
+
+        def epoch_end(self, r) -> None:
+            self.bar.close()
+            if quiet:
+                return
+            line = (f"epoch {r.epoch}/{r.epochs}: loss {r.loss:.4f} (cls {r.cls_loss:.4f}, "
+                    f"reg {r.reg_loss:.4f}), lr {r.lr:.2e}, {r.steps} steps in {r.seconds:.1f} s "
+                    f"({r.steps_per_s:.2f} steps/s)")
+            if r.extras:
+                line += "".join(f", {k} {v:.4g}" for k, v in r.extras.items())
+            if r.val_average_mAP is not None:
+                at5 = r.val_mAP[r.tiou_thresholds.index(0.5)] if 0.5 in r.tiou_thresholds else None
+                line += f"; validation mAP@0.5 {at5:.4f}, average {r.val_average_mAP:.4f}"
+            typer.echo(line + ("  [best]" if r.best else ""), err=True)
+
+    result = train(cfg, annotations, features, out, device=resolve_device(device), resume=resume,
+                   restart=restart, progress=Report(), workers=loader_workers)
+    if not result.history:
+        typer.echo(f"nothing to do: {out / 'last.pth'} already finished all "
+                   f"{cfg.total_epochs} epochs (--restart to train again)", err=True)
+    best = (f"best validation average mAP {result.best_average_mAP:.4f} (epoch {result.best_epoch})"
+            if result.best_average_mAP is not None else "no validation set: best.pth = last epoch")
+    typer.echo(f"trained {result.epochs_done}/{cfg.total_epochs} epochs; {best}; "
+               f"checkpoints {out / 'best.pth'}, {out / 'last.pth'}; log {out / 'log.jsonl'}")

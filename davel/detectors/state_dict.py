@@ -1,0 +1,70 @@
+"""Reading a detector checkpoint's state dict: sizes from tensor shapes, strict loading.
+
+Official checkpoints carry no config, so every size a model needs is read from
+the shapes of its tensors; these helpers are shared by every detector kind.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from torch import Tensor, nn
+
+from davel.detectors.common import DEFAULT_REGRESSION_RANGE
+from davel.errors import WeightsError
+
+
+def count_indexed(state_dict: Mapping[str, Tensor], prefix: str) -> int:
+    """Number of ModuleList entries ``<prefix>.<i>.`` present in the keys."""
+    pat = re.compile(re.escape(prefix) + r"\.(\d+)\.")
+    found = {int(m.group(1)) for k in state_dict if (m := pat.match(k))}
+    return max(found) + 1 if found else 0
+
+
+def head_hparams(state_dict: Mapping[str, Tensor]) -> dict:
+    """Head hyper-parameters read from tensor shapes (keys without ``module.``).
+
+    Returns ``input_dim, feat_dim, num_classes, num_layers, kernel_size,
+    with_ln, class_aware, fpn_levels``.
+    """
+    first = state_dict["cls_head.head.0.conv.weight"]
+    cls_w = state_dict["cls_head.cls_head.conv.weight"]
+    num_classes = cls_w.shape[0]
+    n_offsets = state_dict["reg_head.offset_head.conv.weight"].shape[0]
+    return {
+        "input_dim": first.shape[1],
+        "feat_dim": first.shape[0],
+        "num_classes": num_classes,
+        "num_layers": count_indexed(state_dict, "cls_head.head") + 1,
+        "kernel_size": cls_w.shape[-1],
+        "with_ln": "cls_head.norm.0.weight" in state_dict,
+        "class_aware": n_offsets == 2 * num_classes,
+        "fpn_levels": count_indexed(state_dict, "reg_head.scale"),
+    }
+
+
+def checkpoint_regression_range(label: str, levels: int, head_levels: int,
+                                regression_range: Sequence[Sequence[float]] | None
+                                ) -> Sequence[Sequence[float]]:
+    """The regression ranges for a checkpoint with ``levels`` pyramid levels (the
+    published ones unless given); WeightsError when heads and levels disagree."""
+    if regression_range is None:
+        if levels != len(DEFAULT_REGRESSION_RANGE):
+            raise WeightsError(f"{label} checkpoint has {levels} pyramid levels; "
+                               f"regression ranges are known for {len(DEFAULT_REGRESSION_RANGE)}")
+        regression_range = DEFAULT_REGRESSION_RANGE
+    if head_levels != levels:
+        raise WeightsError(f"{label} checkpoint: {head_levels} head scales for {levels} levels")
+    return regression_range
+
+
+def load_strictly(model: nn.Module, state_dict: Mapping[str, Tensor], label: str,
+                  assign: bool = False) -> None:
+    """``load_state_dict(strict=True)`` with torch's multi-line complaint cut to one line."""
+    try:
+        model.load_state_dict(state_dict, strict=True, assign=assign)
+    except RuntimeError as err:
+        detail = " ".join(line.strip() for line in str(err).strip().splitlines()[1:3])
+        if len(detail) > 300:
+            detail = detail[:297] + "..."
+        raise WeightsError(f"{label} checkpoint does not match the model layout: {detail}") from err

@@ -1,0 +1,245 @@
+"""The whole job for one input: video (or features) -> detector -> events.
+
+``load_detector(name_or_path)`` gives a :class:`Detector`; ``detect(video)``
+extracts the features the checkpoint expects (through the feature cache),
+runs the model in one pass or in overlapping windows, and returns a typed
+:class:`DetectionResult`. Nothing here prints: warnings go to the ``davel``
+logger, progress to the callback given.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from davel.annotations import Annotations
+from davel.detectors.checkpoint import CheckpointInfo, load_checkpoint
+from davel.detectors.common import PyramidDetector, prepare_inputs
+from davel.errors import InputError, WeightsError
+from davel.feature_norm import FeatureNorm
+from davel.labels import label_name
+from davel.models import resolve_checkpoint
+from davel.postprocess import PostprocessConfig, candidates, nms_to_seconds
+from davel.windows import shift_candidates, window_starts
+from extractors import feature_files
+from extractors.devices import resolve_device, strict_fp32
+from extractors.feature_files import Features
+from extractors.timebase import I3D_VGGISH, TimeBase
+
+log = logging.getLogger(__name__)
+
+# What features extracted from a video are: I3D rgb + flow, VGGish.
+VIDEO_FEATURE_DIMS = (2048, 128)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One detected event: a label, a span in seconds, a score in (0, 1]."""
+
+    label: str
+    label_id: int
+    start: float
+    end: float
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "label_id": self.label_id, "start": self.start,
+                "end": self.end, "score": self.score}
+
+
+@dataclass
+class DetectionResult:
+    """The events of one video (descending score) and what produced them."""
+
+    video: str
+    duration: float
+    model: str
+    checkpoint: dict[str, str]  # {"name", "sha256"}
+    timebase: TimeBase
+    num_steps: int
+    windows: int
+    events: list[Event] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON layout ``davel detect`` writes."""
+        return {"video": self.video, "duration": self.duration, "model": self.model,
+                "checkpoint": dict(self.checkpoint), "timebase": self.timebase.as_dict(),
+                "num_steps": self.num_steps, "windows": self.windows,
+                "events": [e.to_dict() for e in self.events]}
+
+
+class Detector:
+    """A loaded detector with what its checkpoint says (class names, time base, the
+    extractor settings and feature statistics of its training features)."""
+
+    def __init__(self, model: PyramidDetector, info: CheckpointInfo, name: str, sha256: str,
+                 device: torch.device, labels: Sequence[str] | None = None,
+                 weights_dir: str | Path | None = None) -> None:
+        meta = info.meta
+        self.model = model.to(device).eval()
+        self.kind = info.kind
+        self.name = name
+        self.sha256 = sha256
+        self.device = device
+        self.labels = list(labels) if labels is not None else (list(meta["labels"]) if meta.get("labels") else None)
+        try:
+            self.timebase = TimeBase.from_dict(meta["timebase"]) if "timebase" in meta else I3D_VGGISH
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WeightsError(f"{name}: unreadable time base (davel.timebase)") from exc
+        try:
+            self.feature_norm = FeatureNorm.from_meta(meta.get("feature_norm"))
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise WeightsError(f"{name}: unreadable feature statistics (davel.feature_norm)") from exc
+        if self.feature_norm is not None and self.feature_norm.dims != model.input_dims:
+            dv, da = self.feature_norm.dims
+            raise WeightsError(f"{name}: its feature statistics are {dv}-d / {da}-d but the detector "
+                               f"takes {model.input_dims[0]}-d / {model.input_dims[1]}-d")
+        self.extraction: dict | None = (meta.get("extractor") or {}).get("settings")
+        self.weights_dir = weights_dir
+        self.postprocess = PostprocessConfig()
+        self._cache = None  # the feature cache, made on the first video
+
+    # ---------------------------------------------------------------- settings
+
+    @property
+    def extraction_settings(self):
+        """How to extract features for this detector: the settings its training features
+        were made with (davel's own checkpoints), else the published procedure."""
+        from extractors.extract import ExtractionSettings  # torchvision models: only when extracting
+
+        return ExtractionSettings.from_record(self.extraction if isinstance(self.extraction, dict) else None)
+
+    def settings_mismatch(self, feature_meta: Mapping[str, Any] | None) -> str | None:
+        """How features' extractor settings differ from the detector's training features
+        (one line), or None (the same, or unknown on either side)."""
+        if not isinstance(self.extraction, dict) or not isinstance(feature_meta, Mapping):
+            return None
+        theirs = feature_meta.get("settings")
+        if not isinstance(theirs, Mapping):
+            return None
+        diff = [f"{k} {theirs.get(k)!r} (trained on {v!r})" for k, v in sorted(self.extraction.items())
+                if k in theirs and theirs[k] != v]
+        return ", ".join(diff) or None
+
+    # ---------------------------------------------------------------- detection
+
+    def detect(self, video: str | Path, *, top_k: int | None = None, min_score: float = 0.0,
+               on_window: Callable[[int], None] | None = None) -> DetectionResult:
+        """Events of a video file: features from the cache or extracted now (with the
+        settings the checkpoint expects), then :meth:`detect_features`."""
+        if self.model.input_dims != VIDEO_FEATURE_DIMS:
+            dv, da = self.model.input_dims
+            raise InputError(f"{self.name} takes {dv}-d / {da}-d features, not the I3D + VGGish "
+                             f"features davel extracts from videos: pass pre-extracted features")
+        feats = self._feature_cache().features(Path(video), on_window=on_window)
+        return self.detect_features(feats, name=str(video), top_k=top_k, min_score=min_score)
+
+    def _feature_cache(self):
+        if self._cache is None:
+            from extractors.cache import FeatureCache
+
+            settings = self.extraction_settings
+            if not settings.is_standard():
+                log.warning("%s was trained on non-standard features: extracting with its settings "
+                            "(short side %d, crop %d, flow %s, RAFT iterations %d)", self.name,
+                            settings.short_side, settings.crop, "on" if settings.flow else "off",
+                            settings.raft_iterations)
+            self._cache = FeatureCache(self.weights_dir, str(self.device), settings)
+        return self._cache
+
+    def detect_features(self, feats: Features, *, name: str = "", duration: float | None = None,
+                        top_k: int | None = None, min_score: float = 0.0) -> DetectionResult:
+        """Events from a video's features (equal to the official code where it runs).
+
+        ``duration`` (seconds) clamps the events; default: the sidecar's duration
+        when the features came from ``davel extract``, else the span they cover.
+        """
+        differs = self.settings_mismatch(feats.meta)
+        if differs:
+            log.warning("%s: features made with other extractor settings than the detector's "
+                        "training features: %s", name or "features", differs)
+        v, a = feats.visual(), feats.audio()
+        if (v.shape[0], a.shape[0]) != self.model.input_dims:
+            raise InputError(f"{name or 'features'}: {v.shape[0]}-d visual / {a.shape[0]}-d audio "
+                             f"features, but {self.name} takes {self.model.input_dims[0]}-d / "
+                             f"{self.model.input_dims[1]}-d")
+        if self.feature_norm is not None:
+            v, a = self.feature_norm.apply(v, a)
+        steps = v.shape[1]
+        if steps == 0:
+            raise InputError(f"{name or 'features'}: no feature steps: the video is too short "
+                             "for one feature window")
+        if duration is None:
+            duration = feats.meta.get("duration") or self.timebase.covered_seconds(steps)
+        starts = [0] if steps <= self.model.max_single_pass() else window_starts(steps, self.model.max_seq_len)
+        segs, scores, labels = self.dense_candidates(v, a, starts)
+        cfg = self.postprocess
+        cap = top_k if top_k is not None else cfg.max_seg_num * len(starts)
+        final = nms_to_seconds(segs, scores, labels, duration, self.timebase, replace(cfg, max_seg_num=cap))
+        events = [
+            Event(label_name(self.labels, int(lab)), int(lab),
+                  # + 0.0: the official clamp leaves -0.0 at the video's start
+                  round(float(s[0]), 4) + 0.0, round(float(s[1]), 4), round(float(sc), 6))
+            for s, sc, lab in zip(final.segments, final.scores, final.labels) if sc >= min_score
+        ]
+        return DetectionResult(video=name, duration=round(float(duration), 4), model=self.kind,
+                               checkpoint={"name": self.name, "sha256": self.sha256},
+                               timebase=self.timebase, num_steps=int(steps), windows=len(starts),
+                               events=events)
+
+    def dense_candidates(self, v: np.ndarray, a: np.ndarray, starts: Sequence[int]
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """NMS candidates (grid units of the whole video) of ``[C, T]`` features run as the
+        windows starting at ``starts`` (``[0]``: one pass over everything)."""
+        cfg = self.postprocess
+        length = None if starts == [0] else self.model.max_seq_len
+        parts = []
+        for s in starts:
+            w = slice(s, None if length is None else s + length)
+            vw, aw = v[:, w], a[:, w]
+            padded = self.model.padded_length(min(vw.shape[1], aw.shape[1]))
+            fv, fa, mask = prepare_inputs(vw, aw, padded)
+            with torch.inference_mode(), strict_fp32():
+                out = self.model(fv.to(self.device), fa.to(self.device), mask.to(self.device))
+            seg, sc, lb = candidates(out, 0, cfg.pre_nms_thresh, cfg.pre_nms_topk, cfg.duration_thresh)
+            parts.append((shift_candidates(seg, s), sc, lb))
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                np.concatenate([p[2] for p in parts]))
+
+    def detect_annotated(self, annotations: Annotations, feature_dir: str | Path, subset: str,
+                         on_video: Callable[[], None] | None = None) -> tuple[list[dict], list[str]]:
+        """Run on every video of ``subset`` that has features in ``feature_dir``.
+
+        Returns ``(predictions, missing_ids)``; predictions are result dicts
+        (``video`` = the id), durations from the annotations.
+        """
+        preds, missing = [], []
+        for v in annotations.subset(subset):
+            if not feature_files.has_features(Path(feature_dir), v.video_id):
+                missing.append(v.video_id)
+                continue
+            feats = feature_files.read(Path(feature_dir) / v.video_id)
+            preds.append(self.detect_features(feats, name=v.video_id, duration=v.duration).to_dict())
+            if on_video is not None:
+                on_video()
+        return preds, missing
+
+
+def load_detector(name_or_path: str | Path = "ccnet", device: str | torch.device = "auto",
+                  labels: Sequence[str] | None = None, weights_dir: str | Path | None = None,
+                  expect_dims: tuple[int, int] | None = None) -> Detector:
+    """A detector by model name (``ccnet``, ``unav``, one stored with ``davel weights
+    import``) or checkpoint path, on ``device`` (``auto``: a GPU when there is one).
+
+    ``labels`` overrides the class names the checkpoint carries; ``weights_dir``
+    holds the published checkpoints and the extractor weights (default: the
+    cache); ``expect_dims`` refuses, in one line, a checkpoint for other features.
+    """
+    path = resolve_checkpoint(name_or_path, weights_dir)
+    model, info, sha = load_checkpoint(path, expect_dims=expect_dims)
+    return Detector(model, info, path.name, sha, resolve_device(device), labels, weights_dir)
