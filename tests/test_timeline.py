@@ -183,6 +183,9 @@ def test_png_written_atomically(tmp_path, monkeypatch):
     [(src, dst)] = renames
     assert dst == out and src.parent == out.parent and src.name.startswith(".t.png.")
     assert os.listdir(out.parent) == ["t.png"]  # no temp file left
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # shareable like any new file, not 0600
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size[0] == 1000
 

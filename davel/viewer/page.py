@@ -21,11 +21,11 @@ from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import quote
 
 from davel.viewer import style
-from davel.viewer.errors import OutputError, VideoError, reason
+from davel.viewer.errors import OutputError, VideoError
+from davel.viewer.files import check_writable, write_atomic
 from davel.viewer.media import BROWSER_CODECS, mime_type, probe_video, resolve_videos
 from davel.viewer.results import (ResultSource, filter_events, ground_truth_for, lane_key, lanes,
                                   load_annotations, load_results, video_id)
-from davel.viewer.timeline import check_writable
 
 #: Largest total video size ``--embed`` inlines: past it, a page gets slow to open.
 EMBED_LIMIT_MB = 50.0
@@ -161,8 +161,6 @@ def write_page(source: ResultSource, output: str | os.PathLike, *,
     ground-truth lane; ``min_score`` is where the score slider starts; ``warn``
     is told about videos whose codec browsers may not play.
     """
-    from weights.store import atomic_write
-
     out = Path(output)
     if out.suffix.lower() not in (".html", ".htm"):
         raise OutputError(f"{out}: the page needs an .html file name")
@@ -180,8 +178,4 @@ def write_page(source: ResultSource, output: str | os.PathLike, *,
     check_writable(out)
     text = build_page(results, found, out, embed=embed, embed_limit_mb=embed_limit_mb,
                       truths=truths, min_score=min_score or 0.0)
-    try:
-        atomic_write(out, lambda f: f.write(text.encode("utf-8")))
-    except OSError as exc:
-        raise OutputError(f"cannot write {out}: {reason(exc)}") from None
-    return out
+    return write_atomic(out, lambda f: f.write(text.encode("utf-8")))

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from davel.viewer import style
-from davel.viewer.errors import OutputError, reason
+from davel.viewer.errors import OutputError
+from davel.viewer.files import check_writable, write_atomic
 from davel.viewer.media import probe_video, resolve_videos, thumbnails
 from davel.viewer.results import (ResultSource, filter_events, ground_truth_for, lane_key, lanes,
                                   load_annotations, load_results, normalise_result, video_id)
@@ -156,7 +157,7 @@ def timeline_figure(result: Mapping | Any, *, min_score: float | None = None,
     ax.set_yticks(range(n_lanes), [_plain(n) for n in reversed(names)] if lane_list else [""])
     if lane_list:
         # A colour swatch by each lane name ties the name to its bars.
-        ax.scatter([-6 / px_per_s] * len(lane_list), [n_lanes - 1 - i for i in range(len(lane_list))],
+        ax.scatter([-9 / px_per_s] * len(lane_list), [n_lanes - 1 - i for i in range(len(lane_list))],
                    marker="s", s=42, c=[colours[k] for k, _ in lane_list], clip_on=False, zorder=4)
     if not events:
         ax.text(0.5, 0.5, "no events" + (" above the score threshold" if result["events"] else ""),
@@ -167,7 +168,7 @@ def timeline_figure(result: Mapping | Any, *, min_score: float | None = None,
     ax.set_xlabel("time (m:ss)", fontsize=9, color="#374151")
     ax.grid(axis="x", color="#d6dae1", linewidth=0.6, zorder=1)
     ax.set_axisbelow(True)
-    ax.tick_params(axis="y", length=0, labelsize=9, pad=14)
+    ax.tick_params(axis="y", length=0, labelsize=9, pad=18)
     ax.tick_params(axis="x", labelsize=8.5, colors="#374151")
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
@@ -196,7 +197,7 @@ def timeline_figure(result: Mapping | Any, *, min_score: float | None = None,
                     transform=gx.transAxes, ha="center", va="center", color="#6b7280",
                     fontsize=9, style="italic")
         gx.set_yticks([gx.get_ylim()[1] / 2], ["ground truth"])
-        gx.tick_params(axis="y", length=0, labelsize=9, pad=14)
+        gx.tick_params(axis="y", length=0, labelsize=9, pad=18)
         gx.get_yticklabels()[0].set_fontweight("bold")
         gx.tick_params(axis="x", bottom=False, labelbottom=False)
         for spine in gx.spines.values():
@@ -240,33 +241,13 @@ def _format_of(path: Path) -> str:
     return fmt
 
 
-def check_writable(path: str | os.PathLike) -> None:
-    """Fail early, before any rendering, when ``path`` cannot be created."""
-    p = Path(path)
-    if p.is_dir():
-        raise OutputError(f"{p}: is a directory (give a file name)")
-    parent = p.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OutputError(f"cannot write {p}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write {p}: folder {parent} is not writable")
-
-
 def save_figure(fig, path: str | os.PathLike, fmt: str | None = None) -> Path:
     """Write ``fig`` to ``path`` atomically (temp file in the same folder, then rename)."""
-    from weights.store import atomic_write
-
     p = Path(path)
     fmt = fmt or _format_of(p)
     check_writable(p)
-    try:
-        atomic_write(p, lambda f: fig.savefig(f, format=fmt, dpi=fig.dpi, facecolor="white",
-                                             metadata={"Software": "davel"} if fmt == "png" else None))
-    except OSError as exc:
-        raise OutputError(f"cannot write {p}: {reason(exc)}") from None
-    return p
+    return write_atomic(p, lambda f: fig.savefig(f, format=fmt, dpi=fig.dpi, facecolor="white",
+                                                 metadata={"Software": "davel"} if fmt == "png" else None))
 
 
 def save_timeline(result: Mapping | Any, path: str | os.PathLike, *, min_score: float | None = None,
