@@ -1,16 +1,47 @@
-"""Writers for detection results (json, jsonl, csv, srt, vtt), always atomic."""
+"""Writers for detection results (json, jsonl, csv, srt, vtt), always atomic, and the reader
+of JSON / JSON Lines files that evaluation and the viewer share."""
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from davel.errors import InputError
 from weights.atomic import atomic_write_text, commit_file, temp_path_for
 
 FORMATS = ("json", "jsonl", "csv", "srt", "vtt")
+
+
+def read_json_documents(path: str | os.PathLike, error: type[Exception] = InputError) -> list[Any]:
+    """The JSON document in ``path`` (a one-item list), or every line of a JSON Lines file."""
+    p = Path(path)
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{p}: not a text file (expected JSON or JSON Lines)") from exc
+    except OSError as exc:
+        raise error(f"cannot read {p}: {exc.strerror or exc}") from exc
+    if not text.strip():
+        raise error(f"{p}: empty file (expected JSON or JSON Lines)")
+    try:
+        return [json.loads(text)]
+    except json.JSONDecodeError as first:
+        docs = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                docs.append(json.loads(line))
+            except json.JSONDecodeError:
+                # Report the whole-document error when line 1 already fails: that is the
+                # common case (a file that is not JSON at all), and its position is exact.
+                where = first if n == 1 else f"line {n} is not JSON"
+                raise error(f"{p}: neither JSON nor JSON Lines ({where})") from first
+        return docs
 
 
 def format_from_path(path: str | None, default: str = "json") -> str:

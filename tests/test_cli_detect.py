@@ -152,3 +152,20 @@ def test_import_checkpoint_then_detect_by_name(checkpoints, feature_dir, fixture
     out = json.loads(res.stdout)
     assert len(out["events"]) == 3 and out["checkpoint"]["name"] == "myunav.pth"
     assert "no class names" not in res.stderr
+
+
+def test_plot_draws_each_timeline_in_the_detect_run(checkpoints, feature_dir, tmp_path):
+    one = tmp_path / "a.png"
+    res = runner.invoke(app, ["detect", "--features", str(feature_dir / "a"), "--checkpoint",
+                              str(checkpoints["unav"]), "--top-k", "5", "--plot", str(one)])
+    assert res.exit_code == 0, res.output
+    assert one.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    res = runner.invoke(app, ["detect", "--features", str(feature_dir / "a"), "--features",
+                              str(feature_dir / "b"), "--checkpoint", str(checkpoints["unav"]),
+                              "--top-k", "5", "--plot", str(tmp_path / "figs")])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["a.png", "b.png"]
+    res = runner.invoke(app, ["detect", "--features", str(feature_dir / "a"), "--features",
+                              str(feature_dir / "b"), "--checkpoint", str(checkpoints["unav"]),
+                              "--plot", str(tmp_path / "one.png")])
+    assert res.exit_code == 2 and "give -o a folder" in res.stderr

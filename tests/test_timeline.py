@@ -11,10 +11,11 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
+from davel.cli import app as davel_app
 from davel.errors import DavelError, InputError
 from davel.viewer import filter_events, load_results, plot_results, save_timeline, timeline_figure
-from davel.viewer.commands import plot_command, view_command
 from davel.viewer.style import clock
+
 from media import write_video
 
 runner = CliRunner()
@@ -31,8 +32,8 @@ EVENTS = [  # (label, label_id, start, end, score)
 
 def make_result(video: str = "/data/clip.mp4", duration: float = 4.0, events=EVENTS) -> dict:
     return {"video": video, "duration": duration, "model": "ccnet",
-            "events": [{"label": l, "label_id": i, "start": s, "end": e, "score": sc}
-                       for l, i, s, e, sc in events]}
+            "events": [{"label": name, "label_id": i, "start": s, "end": e, "score": sc}
+                       for name, i, s, e, sc in events]}
 
 
 ANNOTATIONS = {"database": {"clip": {"subset": "test", "duration": 4.0, "annotations": [
@@ -50,10 +51,7 @@ def clip(tmp_path_factory) -> Path:
 
 
 def cli() -> typer.Typer:
-    app = typer.Typer(add_completion=False)
-    app.command("plot")(plot_command)
-    app.command("view")(view_command)
-    return app
+    return davel_app
 
 
 def axes(fig, label: str):

@@ -19,9 +19,10 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from davel.viewer.commands import plot_command, view_command
+from davel.cli import app as davel_app
 from davel.viewer.page import asset, build_page, script_json, write_page
 from davel.viewer.results import load_results
+
 from media import write_video
 
 runner = CliRunner()
@@ -43,8 +44,8 @@ EVENTS = [
 
 def make_result(video: str, events=EVENTS, duration: float = 3.0) -> dict:
     return {"video": video, "duration": duration, "model": "ccnet",
-            "events": [{"label": l, "label_id": i, "start": s, "end": e, "score": sc}
-                       for l, i, s, e, sc in events]}
+            "events": [{"label": name, "label_id": i, "start": s, "end": e, "score": sc}
+                       for name, i, s, e, sc in events]}
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +58,7 @@ def media_dir(tmp_path_factory) -> Path:
 
 
 def cli() -> typer.Typer:
-    app = typer.Typer(add_completion=False)
-    app.command("plot")(plot_command)
-    app.command("view")(view_command)
-    return app
+    return davel_app
 
 
 def make_page(tmp_path: Path, media_dir: Path, *extra: str, results: list[dict] | None = None) -> Path:
@@ -157,7 +155,7 @@ def test_several_videos_listed(tmp_path, media_dir):
     assert [v["name"] for v in videos] == ["clip.webm", "other clip #2.webm"]
     assert videos[1]["src"].endswith("other%20clip%20%232.webm")
     # A label keeps its colour from video to video.
-    colours = [{l["label"]: l["colour"] for l in v["lanes"]} for v in videos]
+    colours = [{lane["label"]: lane["colour"] for lane in v["lanes"]} for v in videos]
     assert colours[0]["dog barking"] == colours[1]["dog barking"]
 
 

@@ -7,6 +7,7 @@ from davel.cli.detect import detect_command
 from davel.cli.evaluate import eval_command
 from davel.cli.extract import extract_command
 from davel.cli.train import train_command
+from davel.cli.view import plot_command, view_command
 from davel.cli.weights import weights_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -16,5 +17,7 @@ app.command("detect")(detect_command)
 app.add_typer(weights_app, name="weights")
 app.command("train")(train_command)
 app.command("eval")(eval_command)
+app.command("plot")(plot_command)
+app.command("view")(view_command)
 
 __all__ = ["app"]

@@ -23,10 +23,12 @@ def detect_command(
     min_score: float = typer.Option(0.0, "--min-score", help="Drop events scoring below this."),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Keep at most K events per video (default: 100 per 224-step window)."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help="json, jsonl, csv, srt or vtt (default: from -o, else json)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw each video's timeline: a .png/.svg/.pdf file for one input, a folder for several (see `davel plot`)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Find audio-visual events: what, when, how sure."""
     from davel import outputs
+    from davel.errors import DavelError
     from davel.inference import VIDEO_FEATURE_DIMS, load_detector
     from davel.labels import read_labels
     from extractors import feature_files
@@ -42,6 +44,10 @@ def detect_command(
         fail(f"unknown --format {fmt} (choose {', '.join(outputs.FORMATS)})", 2)
     if top_k is not None and top_k < 1:
         fail("--top-k must be at least 1", 2)
+    try:
+        plots = _plot_targets(plot, inputs) if plot is not None else None
+    except DavelError as exc:
+        fail(f"--plot: {exc}", 2)
     names = read_labels(labels) if labels else None
     det = load_detector(checkpoint or model, device, names, weights_dir,
                         expect_dims=_input_dims(videos, features, VIDEO_FEATURE_DIMS))
@@ -59,11 +65,23 @@ def detect_command(
                     with progress_bar(None, Path(item).name, quiet) as bar:
                         result = det.detect(item, top_k=top_k, min_score=min_score, on_window=bar.update)
                 sink.add(result)
+                if plots is not None:
+                    from davel.viewer import save_timeline
+
+                    save_timeline(result, plots[(kind, item)], video=item if kind == "video" else None)
             except Exception as exc:  # noqa: BLE001 - one bad input must not stop the others
                 failed += 1
                 report_error(exc)
     if failed:
         raise typer.Exit(1)
+
+
+def _plot_targets(plot: Path, inputs: list[tuple[str, str]]) -> dict[tuple[str, str], Path]:
+    """Where ``--plot`` draws each input's timeline (checked before any work)."""
+    from davel.viewer.timeline import output_paths
+
+    named = [{"video": item, "events": []} for _, item in inputs]
+    return dict(zip(inputs, output_paths(named, plot)))
 
 
 def _input_dims(videos: list[Path] | None, features: list[str] | None,

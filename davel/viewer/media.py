@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
 from davel.evaluation import video_id_from_name
-from davel.viewer.errors import VideoError, reason
+from davel.viewer.errors import VideoError
+from extractors.media import open_container, pick_video_stream, reason
 
 #: MIME types browsers know for the containers `davel` reads; others play as mp4 or not at all.
 MIME_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime",
@@ -31,20 +32,20 @@ class VideoProbe:
 
 
 def _open(path: Path):
-    import av
+    """The container and its video stream (the one the extractor would take)."""
+    from davel.errors import InputError
 
     if not path.exists():
         raise VideoError(f"{path}: no such video file")
-    if path.is_dir():
-        raise VideoError(f"{path}: is a directory, not a video")
     try:
-        container = av.open(str(path), metadata_errors="ignore")
-    except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise VideoError(f"{path}: cannot open video ({reason(exc)})") from None
-    if not container.streams.video:
+        container = open_container(path)
+    except InputError as exc:
+        raise VideoError(str(exc)) from exc
+    stream = pick_video_stream(container.streams.video)
+    if stream is None:
         container.close()
         raise VideoError(f"{path}: has no video stream")
-    return container
+    return container, stream
 
 
 def probe_video(path: str | os.PathLike) -> VideoProbe:
@@ -52,13 +53,12 @@ def probe_video(path: str | os.PathLike) -> VideoProbe:
     import av
 
     p = Path(path)
-    container = _open(p)
+    container, stream = _open(p)
     try:
-        stream = container.streams.video[0]
         try:
             frame = next(container.decode(stream), None)
         except (av.error.FFmpegError, ValueError) as exc:
-            raise VideoError(f"{p}: cannot decode video ({reason(exc)})") from None
+            raise VideoError(f"{p}: cannot decode video ({reason(exc)})") from exc
         if frame is None:
             raise VideoError(f"{p}: no video frames")
         duration = None
@@ -81,10 +81,9 @@ def thumbnails(path: str | os.PathLike, times: Sequence[float], height: int = 96
     import av
 
     p = Path(path)
-    container = _open(p)
+    container, stream = _open(p)
     out: list[np.ndarray] = []
     try:
-        stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         base = float(stream.time_base) if stream.time_base else 1 / 1_000_000
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
@@ -97,7 +96,7 @@ def thumbnails(path: str | os.PathLike, times: Sequence[float], height: int = 96
                     if frame.time is not None and frame.time >= target - base:
                         break
             except (av.error.FFmpegError, ValueError) as exc:
-                raise VideoError(f"{p}: cannot decode video ({reason(exc)})") from None
+                raise VideoError(f"{p}: cannot decode video ({reason(exc)})") from exc
             if frame is None:
                 if not out:
                     raise VideoError(f"{p}: no video frames")

@@ -13,19 +13,31 @@ import base64
 import hashlib
 import html
 import json
+import logging
 import os
 import re
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 from urllib.parse import quote
 
 from davel.viewer import style
 from davel.viewer.errors import OutputError, VideoError
 from davel.viewer.files import check_writable, write_atomic
 from davel.viewer.media import BROWSER_CODECS, mime_type, probe_video, resolve_videos
-from davel.viewer.results import (ResultSource, filter_events, ground_truth_for, lane_key, lanes,
-                                  load_annotations, load_results, video_id)
+from davel.viewer.results import (
+    ResultSource,
+    filter_events,
+    ground_truth_for,
+    lane_key,
+    lanes,
+    load_annotations,
+    load_results,
+    video_id,
+)
+
+log = logging.getLogger(__name__)
 
 #: Largest total video size ``--embed`` inlines: past it, a page gets slow to open.
 EMBED_LIMIT_MB = 50.0
@@ -152,14 +164,14 @@ def build_page(results: Sequence[Mapping], videos: Sequence[str | os.PathLike],
 def write_page(source: ResultSource, output: str | os.PathLike, *,
                videos: Sequence[str | os.PathLike] = (), embed: bool = False,
                embed_limit_mb: float = EMBED_LIMIT_MB, annotations: Any = None,
-               min_score: float | None = None, warn: Callable[[str], None] | None = None) -> Path:
+               min_score: float | None = None) -> Path:
     """Write the page for every result in ``source`` to ``output``, atomically; returns it.
 
     ``videos`` (files or folders, as ``--video``) say where each result's video
     is; without them the result's own ``video`` path is used. Each video must
     exist and decode. ``annotations`` (UnAV-100 file or document) adds a
-    ground-truth lane; ``min_score`` is where the score slider starts; ``warn``
-    is told about videos whose codec browsers may not play.
+    ground-truth lane; ``min_score`` is where the score slider starts. A video
+    whose codec browsers may not play is a warning (the ``davel`` logger).
     """
     out = Path(output)
     if out.suffix.lower() not in (".html", ".htm"):
@@ -173,8 +185,8 @@ def write_page(source: ResultSource, output: str | os.PathLike, *,
     found = resolve_videos(results, videos, result_file, required=True)
     for v in found:
         codec = probe_video(v).codec
-        if warn is not None and codec not in BROWSER_CODECS:
-            warn(f"{v}: {codec} video may not play in a browser (H.264, VP8, VP9 and AV1 do)")
+        if codec not in BROWSER_CODECS:
+            log.warning("%s: %s video may not play in a browser (H.264, VP8, VP9 and AV1 do)", v, codec)
     check_writable(out)
     text = build_page(results, found, out, embed=embed, embed_limit_mb=embed_limit_mb,
                       truths=truths, min_score=min_score or 0.0)

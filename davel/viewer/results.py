@@ -7,14 +7,15 @@ string, ``label_id`` an int or None, so the plot and the page need no checks.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, Union
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Union
 
+from davel.annotations import Annotations, read_annotations
 from davel.evaluation import video_id_from_name
-from davel.viewer.errors import AnnotationError, ResultFileError, reason
+from davel.outputs import read_json_documents
+from davel.viewer.errors import ResultFileError
 
 #: What the library functions accept as results: a dict, an object with
 #: ``to_dict()``, a list of those, or a path to a JSON / JSON Lines file.
@@ -23,34 +24,6 @@ ResultSource = Union[str, os.PathLike, Mapping[str, Any], Sequence[Any], Any]
 #: A lane is keyed by the label id when there is one (so ``class_78`` from an
 #: unnamed run and ``dog barking`` from the annotations share a lane), else by name.
 LaneKey = tuple
-
-
-def read_json_documents(path: str | os.PathLike, error: type[Exception] = ResultFileError) -> list[Any]:
-    """The JSON document in ``path`` (a one-item list), or every line of a JSON Lines file."""
-    p = Path(path)
-    try:
-        text = p.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise error(f"{p}: not a text file (expected JSON or JSON Lines)") from None
-    except OSError as exc:
-        raise error(f"cannot read {p}: {reason(exc)}") from None
-    if not text.strip():
-        raise error(f"{p}: empty file (expected JSON or JSON Lines)")
-    try:
-        return [json.loads(text)]
-    except json.JSONDecodeError as first:
-        docs = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                docs.append(json.loads(line))
-            except json.JSONDecodeError:
-                # Report the whole-document error when line 1 already fails: that is the
-                # common case (a file that is not JSON at all), and its position is exact.
-                where = first if n == 1 else f"line {n} is not JSON"
-                raise error(f"{p}: neither JSON nor JSON Lines ({where})") from None
-        return docs
 
 
 def load_results(source: ResultSource) -> list[dict]:
@@ -63,7 +36,7 @@ def load_results(source: ResultSource) -> list[dict]:
     if isinstance(source, (str, os.PathLike)):
         where = str(source)
         items: list[Any] = []
-        for doc in read_json_documents(source):
+        for doc in read_json_documents(source, ResultFileError):
             items.extend(doc if isinstance(doc, list) else [doc])
     else:
         where = "results"
@@ -89,8 +62,8 @@ def _label_id(value: Any, where: str, error: type[Exception] = ResultFileError) 
         return None
     try:
         return int(value)
-    except (TypeError, ValueError):
-        raise error(f"{where}: label_id must be an integer, not {value!r:.40}") from None
+    except (TypeError, ValueError) as exc:
+        raise error(f"{where}: label_id must be an integer, not {value!r:.40}") from exc
 
 
 def normalise_result(item: Any, where: str = "result") -> dict:
@@ -172,38 +145,19 @@ def lanes(events: Iterable[Mapping], truth: Iterable[Mapping] = ()) -> list[tupl
 
 
 # ---------------------------------------------------------------- ground truth
-def load_annotations(source: str | os.PathLike | Mapping) -> Mapping[str, Any]:
-    """The ``database`` mapping of an UnAV-100 annotation file (path or parsed document)."""
-    where = str(source) if isinstance(source, (str, os.PathLike)) else "annotations"
-    if isinstance(source, (str, os.PathLike)):
-        docs = read_json_documents(source, AnnotationError)
-        doc = docs[0] if len(docs) == 1 else None
-    else:
-        doc = source
-    if not isinstance(doc, Mapping) or not isinstance(doc.get("database"), Mapping):
-        raise AnnotationError(f'{where}: not UnAV-100 annotations (no "database" object)')
-    return doc["database"]
+def load_annotations(source: str | os.PathLike | Mapping | Annotations) -> Annotations:
+    """UnAV-100 annotations (a path or the parsed document), read by davel's one reader."""
+    return source if isinstance(source, Annotations) else read_annotations(source)
 
 
-def ground_truth_for(database: Mapping[str, Any], result: Mapping) -> list[dict] | None:
+def ground_truth_for(annotations: Annotations, result: Mapping) -> list[dict] | None:
     """The annotated segments of ``result``'s video (label, label_id, start, end), in time
     order; None when the annotations do not know that video."""
     vid = video_id(result)
-    entry = database.get(vid)
-    if entry is None:
+    video = next((v for v in annotations.videos if v.video_id == vid), None)
+    if video is None:
         return None
-    where = f"annotations of {vid}"
-    anns = entry.get("annotations") if isinstance(entry, Mapping) else None
-    if not isinstance(anns, list):
-        raise AnnotationError(f'{where}: no "annotations" list')
-    out = []
-    for n, ann in enumerate(anns, 1):
-        try:
-            s, e = (float(x) for x in ann["segment"])
-        except (KeyError, TypeError, ValueError):
-            raise AnnotationError(f"{where}: annotation {n} has no [start, end] segment") from None
-        label_id = _label_id(ann.get("label_id"), f"{where}: annotation {n}", AnnotationError)
-        label = ann.get("label")
-        out.append({"label": str(label) if label is not None else f"class_{label_id}",
-                    "label_id": label_id, "start": min(s, e), "end": max(s, e)})
+    out = [{"label": annotations.class_names[int(label)], "label_id": int(label),
+            "start": float(s), "end": float(e)}
+           for (s, e), label in zip(video.segments.tolist(), video.labels.tolist())]
     return sorted(out, key=lambda a: (a["start"], a["end"]))

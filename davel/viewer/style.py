@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import colorsys
-from typing import Hashable, Iterable
+from collections.abc import Hashable, Iterable
 
 # Twelve well separated, print-safe hues (dark enough for white text on top);
 # past them, colours come from the golden-angle hue walk below.
@@ -21,7 +21,7 @@ def colour(index: int) -> str:
         return PALETTE[index]
     hue = (index * 0.618033988749895) % 1.0
     r, g, b = colorsys.hls_to_rgb(hue, 0.42, 0.65)
-    return "#{:02x}{:02x}{:02x}".format(round(r * 255), round(g * 255), round(b * 255))
+    return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
 
 
 def label_colours(keys: Iterable[Hashable]) -> dict:

@@ -12,15 +12,25 @@ in programs that use another backend.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from davel.viewer import style
 from davel.viewer.errors import OutputError
 from davel.viewer.files import check_writable, write_atomic
 from davel.viewer.media import probe_video, resolve_videos, thumbnails
-from davel.viewer.results import (ResultSource, filter_events, ground_truth_for, lane_key, lanes,
-                                  load_annotations, load_results, normalise_result, video_id)
+from davel.viewer.results import (
+    ResultSource,
+    filter_events,
+    ground_truth_for,
+    lane_key,
+    lanes,
+    load_annotations,
+    load_results,
+    normalise_result,
+    video_id,
+)
 
 FORMATS = ("png", "svg", "pdf")
 
@@ -57,7 +67,8 @@ def _pack(items: Sequence[Mapping], max_rows: int) -> list[int]:
 
 
 def _truth(annotations: Any, result: Mapping) -> list[dict] | None:
-    """Ground truth of ``result`` from a path, an UnAV document or an already picked list."""
+    """Ground truth of ``result`` from a path, an UnAV document, :class:`Annotations` or an
+    already picked list."""
     if isinstance(annotations, list):
         return annotations
     return ground_truth_for(load_annotations(annotations), result)
@@ -219,8 +230,9 @@ def timeline_figure(result: Mapping | Any, *, min_score: float | None = None,
 
     ax.set_xlim(0, duration)  # imshow and sharex may have moved it
     name = style.shorten(Path(result["video"].replace("\\", "/")).name, 70)
+    clock = style.clock(duration, 0.1 if duration < 60 else 1)
     fig.text(left / width, 1 - 0.3 / total_h,
-             _plain(f"{name}   \u00b7   {result['model']}   \u00b7   {style.clock(duration, 0.1 if duration < 60 else 1)}"),
+             _plain(f"{name}   \u00b7   {result['model']}   \u00b7   {clock}"),
              fontsize=12.5, fontweight="bold", color="#111827", ha="left", va="center", family=_FONT)
     shown = f"{len(events)} of {len(result['events'])} events"
     if min_score is not None:
@@ -322,10 +334,9 @@ def plot_results(source: ResultSource, output: str | os.PathLike | None = None, 
     every_event = [e for r in results for e in r["events"]]
     every_truth = [a for t in truths or [] for a in t or []]
     colours = style.label_colours(k for k, _ in lanes(every_event, every_truth))
-    doc = {"database": database} if database is not None else None
     written = []
     for result, video, target in zip(results, found, targets):
         fig = timeline_figure(result, min_score=min_score, top_k=top_k, video=video,
-                              annotations=doc, colours=colours)
+                              annotations=database, colours=colours)
         written.append(save_figure(fig, target))
     return written
