@@ -17,7 +17,6 @@ What the reference does, including its quirks:
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -27,6 +26,7 @@ import numpy as np
 
 from davel.annotations import Annotations, read_annotations
 from davel.errors import EvaluationError
+from davel.outputs import read_json_documents
 from extractors.media import VIDEO_SUFFIXES
 
 DEFAULT_TIOU_THRESHOLDS = np.linspace(0.1, 0.9, 9)
@@ -84,18 +84,9 @@ def _int64(x) -> np.ndarray:
 
 
 def _read_json(path: str | Path) -> Any:
-    """A JSON document, or a list of the objects of a JSON Lines file."""
-    try:
-        text = Path(path).read_text(encoding="utf8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise EvaluationError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from e
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as first:
-        try:
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError:
-            raise EvaluationError(f"{path} is neither JSON nor JSON Lines: {first}") from first
+    """A JSON document, or the list of the objects of a JSON Lines file."""
+    docs = read_json_documents(path, EvaluationError)
+    return docs[0] if len(docs) == 1 else docs
 
 
 # ----------------------------------------------------------------- ground truth
