@@ -31,6 +31,14 @@ Choices the paper leaves open (LOCO.md §4):
   have UnAV's backbone keys, so LoCo checkpoints are told apart by their
   ``decoder.`` / ``lcc.`` keys (:meth:`LoCoDetector.matches_state_dict`).
 
+Padding: the input features are multiplied by the mask before the stem (davel
+pads with zeros anyway, so this changes nothing there); with the decoder's
+masking above, what a padded step holds never reaches a valid output. How far
+a batch is padded does not matter either, as long as every level keeps at
+least one padded step after the video (the convolutions' right edges see the
+tensor's zero padding otherwise, as in UnAV) and the length stays within
+``max_seq_len`` (beyond it the positional table is resampled).
+
 LCC never runs in :meth:`LoCoDetector.forward`; :meth:`LoCoDetector.forward_train`
 adds it. LoCo has no layer sized by ``max_seq_len``: like UnAV it runs any
 multiple of the total stride in one pass (up to :data:`SINGLE_PASS_MAX`).
@@ -257,7 +265,9 @@ class LoCoDetector(PyramidDetector):
             raise InputError(f"inputs must share a length divisible by {self.max_div_factor}, got "
                              f"{feats_v.shape[-1]}/{feats_a.shape[-1]}/{mask.shape[-1]}")
         mask3 = mask[:, None, :]
-        feats_vis, feats_aud, masks, (f_v, f_a) = self.backbone(feats_v, feats_a, mask3)
+        keep = mask3.to(feats_v.dtype)
+        feats_vis, feats_aud, masks, (f_v, f_a) = self.backbone(feats_v * keep, feats_a * keep,
+                                                                mask3)
         feats = [torch.cat((v, a), dim=1) for v, a in zip(feats_vis, feats_aud)]
         feats = self.decoder(feats, masks)
         points = level_points(length, self.num_levels, self.scale_factor, self.regression_range)
