@@ -191,7 +191,8 @@ def test_cdp_block_keeps_transformer_block_keys():
     fixed = CDPBlock(D, H, 2, window=8, adaptive=False)
     assert set(fixed.state_dict()) == set(block.state_dict())
     assert set(cdp.state_dict()) - set(block.state_dict()) == {
-        "attn.wa.scale.weight", "attn.wa.scale.bias", "attn.wa.offset.weight", "attn.wa.offset.bias"}
+        "attn.wa.scale.weight", "attn.wa.scale.bias",
+        "attn.wa.offset.weight", "attn.wa.offset.bias"}
     # 2 * Conv1d(D, H, 1) per layer: 2 * (512 * 4 + 4) = 4,104 at LoCo's size
     assert sum(p.numel() for p in cdp.attn.wa.parameters()) == 2 * (D * H + H)
 

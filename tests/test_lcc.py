@@ -52,8 +52,10 @@ def test_gaussian_prior_values():
 @pytest.mark.parametrize("sigma", [0.5, 1.0, 2.0, 3.0, 10.0])
 def test_gaussian_prior_interior_row_sum_is_sqrt2(sigma):
     row = gaussian_prior(256, sigma).double()[128].sum().item()
-    # Poisson summation: sum_k exp(-k^2 / (4 s^2)) / (s sqrt(2 pi)) = sqrt2 (1 + 2 exp(-4 pi^2 s^2) + ...)
-    assert row == pytest.approx(SQRT2 * (1 + 2 * math.exp(-4 * math.pi ** 2 * sigma ** 2)), abs=1e-6)
+    # Poisson summation: sum_k exp(-k^2 / (4 s^2)) / (s sqrt(2 pi))
+    #                    = sqrt2 (1 + 2 exp(-4 pi^2 s^2) + ...)
+    poisson = SQRT2 * (1 + 2 * math.exp(-4 * math.pi ** 2 * sigma ** 2))
+    assert row == pytest.approx(poisson, abs=1e-6)
     # LOCO.md's "sqrt2 within 1e-4" holds from sigma = 1; at 0.5 the gap is 1.46e-4
     assert abs(row - SQRT2) < (2e-4 if sigma == 0.5 else 1e-4)
 

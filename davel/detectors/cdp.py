@@ -147,11 +147,11 @@ class CDPAttention(MaskedMHCA):
 
     def _allowed(self, slots: int, key_valid: Tensor) -> Tensor:
         """``[B, H or 1, slots, slots]`` bool: which sampled key each query slot may use."""
-        idx = torch.arange(slots, device=key_valid.device)
         if self.mode == "sliding":
             local = band_mask(slots, self.window // 2, key_valid.device)
         else:
-            local = (idx[:, None] // self.window) == (idx[None, :] // self.window)
+            win = torch.arange(slots, device=key_valid.device) // self.window
+            local = win[:, None] == win[None, :]
         return local & key_valid[..., None, :]
 
     def forward(self, x_kv: Tensor, x_q: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -173,7 +173,7 @@ class CDPAttention(MaskedMHCA):
         v = F.pad(v, (0, pad)) * keep
         q = F.pad(q, (0, pad))
         slots = q.shape[-1]
-        if self.wa is not None:
+        if self.wa is not None:   # Eq. 9 pools all heads' channels of K together
             scale, offset = self.wa(k, valid)                    # [B, H, N_w] each
         q, k, v = self._heads(q), self._heads(k), self._heads(v)  # [B, H, T', D']
 

@@ -26,6 +26,8 @@ Choices the paper leaves open (LOCO.md §4):
   that would speed up its drift to the degenerate ``sigma >> T``), clamped to
   ``>= 0.05`` in the forward pass only. For ``fixed_gaussian`` it is a buffer
   holding ``sigma_init`` (1.0 in Table IV).
+* A14: row ``i`` of the ``M x M`` matrices is video ``i // T``, step ``i % T``
+  (the paper's sentence swaps the two; Eq. 5 has it right).
 * A13: ``softened`` is ``(1 - a') I + a' / (M - 1)`` over the whole M x M
   matrix as the paper writes it (a' = 0.2); with masking M counts valid segments.
 
@@ -197,7 +199,7 @@ class LCCHead(nn.Module):
 
 def lcc_loss(f_v: Tensor, f_a: Tensor, mask: Tensor, head: LCCHead,
              mask_padding: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
-    """Eq. 6 on encoder outputs ``f_v``, ``f_a`` ``[B, D, T]`` with ``mask [B, 1, T]`` (or ``[B, T]``).
+    """Eq. 6 on encoder outputs ``f_v``, ``f_a`` ``[B, D, T]``; ``mask [B, 1, T]`` or ``[B, T]``.
 
     Returns ``(L_LCC, {"v2a", "a2v", "tau", "sigma"})``; the diagnostics are
     detached scalar tensors (tau after its clamp, sigma as used).
