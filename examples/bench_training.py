@@ -5,8 +5,9 @@ Runs one epoch of the real training loop (data, crops, forward, losses,
 backward, AdamW, EMA; no validation) on random I3D + VGGish sized features
 (2048-d visual, 128-d audio, 224+ steps per video), side by side for:
 
-- the papers' recipe: embd 512, batch 16, max_seq_len 224 (CCNet and UnAV),
-- the small model the synthetic benchmark trains: embd 64, batch 8, max_seq_len 32 (CCNet).
+- the papers' recipe: embd 512, batch 16, max_seq_len 224 (CCNet, UnAV, LoCo with and
+  without LCC),
+- the small model the synthetic benchmark trains: embd 64, batch 8, max_seq_len 32 (CCNet, LoCo).
 
     python examples/bench_training.py [--steps 4] [--device cpu] [--threads N] [--recipe-batch 16]
 """
@@ -82,8 +83,16 @@ def main() -> None:
          TrainConfig(model="ccnet", epochs=1, warmup_epochs=0, batch_size=b), 300, 100),
         (f"unav, papers' recipe (embd 512, batch {b}, 224 steps, 100 classes)",
          TrainConfig(model="unav", epochs=1, warmup_epochs=0, batch_size=b), 300, 100),
+        (f"loco, papers' recipe (embd 512, batch {b}, 224 steps, 100 classes)",
+         TrainConfig(model="loco", epochs=1, warmup_epochs=0, batch_size=b), 300, 100),
+        (f"loco without LCC (embd 512, batch {b}, 224 steps, 100 classes)",
+         TrainConfig(model="loco", epochs=1, warmup_epochs=0, batch_size=b,
+                     model_options={"use_lcc": False}), 300, 100),
         ("ccnet, synthetic benchmark (embd 64, batch 8, 32 steps, 3 classes)",
          TrainConfig(model="ccnet", epochs=1, warmup_epochs=0, batch_size=8, embd_dim=64,
+                     head_dim=64, dependency_dim=16, max_seq_len=32), 40, 3),
+        ("loco, synthetic benchmark (embd 64, batch 8, 32 steps, 3 classes)",
+         TrainConfig(model="loco", epochs=1, warmup_epochs=0, batch_size=8, embd_dim=64,
                      head_dim=64, dependency_dim=16, max_seq_len=32), 40, 3),
     ]
     threads = args.threads or torch.get_num_threads()

@@ -14,9 +14,12 @@ Then, with the ``davel`` command line only:
    weights (no downloads);
 2. ``davel extract`` with small, NON-standard sizes (frames 128 px high, a
    small centre crop, no optical flow) so a CPU does it in minutes;
-3. ``davel train --standardize-features`` (CCNet by default, a small width);
+3. ``davel train --standardize-features`` (``--model ccnet`` by default, ``unav``
+   or ``loco``, with ``--no-lcc`` for LoCo without its LCC loss; a small width);
 4. ``davel detect --features`` on the held-out test videos;
-5. ``davel eval`` on them, plus a check that no distractor is detected.
+5. ``davel eval`` on them, plus a check that no distractor is detected;
+6. the LoCo paper's "Mean of std" of the trained model on the test videos
+   (``davel.analysis.mean_of_std``, the one step that uses the Python API).
 
 Why ``--standardize-features``: I3D with random (stand-in) weights maps every
 clip to nearly the same vector; a visible shape changes it mostly in scale,
@@ -33,8 +36,10 @@ Usage::
     python examples/synthetic_benchmark.py --workdir /tmp/davel_bench_full
 
 ``--quick`` is the reduced version CI runs. Results go to
-``WORKDIR/benchmark.json`` and a summary is printed. Steps whose outputs exist
-are not redone (delete WORKDIR to start over).
+``WORKDIR/benchmark.json`` (and ``benchmark_<model>.json``) and a summary is
+printed. Steps whose outputs exist are not redone (delete WORKDIR to start
+over), so runs of several models in one WORKDIR share the rendering and the
+extraction.
 """
 from __future__ import annotations
 
@@ -269,11 +274,22 @@ def distractor_report(annotations: dict, predictions: list[dict], threshold: flo
     }
 
 
+def correspondence(checkpoint: Path, features: Path, ids: list[str], device: str) -> float:
+    """The LoCo paper's "Mean of std" of the trained model on the test videos (davel.analysis)."""
+    import davel
+    from davel.analysis import mean_of_std
+    from extractors import feature_files
+
+    det = davel.load_detector(checkpoint, "cpu" if device == "auto" else device)
+    return mean_of_std(det, (feature_files.read(features / i) for i in ids)).mean_of_std
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", type=Path, required=True, help="Where everything is written.")
     ap.add_argument("--quick", action="store_true", help="The reduced CI version.")
-    ap.add_argument("--model", default="ccnet", choices=["ccnet", "unav"])
+    ap.add_argument("--model", default="ccnet", choices=["ccnet", "unav", "loco"])
+    ap.add_argument("--no-lcc", action="store_true", help="With --model loco: train without LCC.")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads of every step (OMP_NUM_THREADS); 1 is fastest on a busy machine.")
@@ -305,7 +321,9 @@ def main(argv: list[str] | None = None) -> dict:
     timings["extract_s"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
-    run = work / f"run_{args.model}{'_raw' if args.raw_features else ''}"
+    if args.no_lcc and args.model != "loco":
+        ap.error("--no-lcc goes with --model loco")
+    run = work / f"run_{args.model}{'_nolcc' if args.no_lcc else ''}{'_raw' if args.raw_features else ''}"
     train_args = ["train", "--annotations", str(ann_path), "--features", str(features), "-o", str(run),
                   "--model", args.model, "--epochs", str(scale.epochs),
                   "--warmup-epochs", str(scale.warmup_epochs), "--batch-size", str(scale.batch_size),
@@ -315,6 +333,8 @@ def main(argv: list[str] | None = None) -> dict:
                   "--seed", str(args.seed), "--device", args.device, "--quiet"]
     if not args.raw_features:
         train_args.append("--standardize-features")
+    if args.no_lcc:
+        train_args.append("--no-lcc")
     davel(*train_args)
     timings["train_s"] = round(time.perf_counter() - t, 1)
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
@@ -331,6 +351,7 @@ def main(argv: list[str] | None = None) -> dict:
     table = davel("eval", "--annotations", str(ann_path), "--predictions", str(preds_path), "--split", "test")
     predictions = [json.loads(line) for line in preds_path.read_text().splitlines() if line.strip()]
     distractors = distractor_report(annotations, predictions, args.score_threshold)
+    csm = correspondence(run / "best.pth", features, test_ids, args.device)
 
     thresholds = [round(x, 2) for x in metrics["tiou_thresholds"]]
     summary = {
@@ -344,17 +365,19 @@ def main(argv: list[str] | None = None) -> dict:
         "test_mAP@0.5": metrics["mAP"][thresholds.index(0.5)],
         "test_average_mAP": metrics["average_mAP"],
         "distractor_check": distractors,
+        "test_mean_of_std": round(csm, 4),
         "train_steps_per_s": round(float(np.mean([r["steps_per_s"] for r in log])), 3),
         "best_validation_average_mAP": max((r["val_average_mAP"] or 0.0) for r in log),
         "timings": timings,
     }
     (work / "benchmark.json").write_text(json.dumps(summary, indent=1))
+    (work / f"benchmark_{run.name[4:]}.json").write_text(json.dumps(summary, indent=1))
     print(table.rstrip())
     print(f"test mAP@0.5 {summary['test_mAP@0.5']:.3f}, average mAP {summary['test_average_mAP']:.3f}; "
           f"distractors detected (score >= {args.score_threshold}): "
           f"{distractors['distractors_detected']}/{distractors['distractors']} "
           f"(max score {distractors['max_distractor_score']:.3f}); events detected "
-          f"{distractors['events_detected']}/{distractors['events']}; "
+          f"{distractors['events_detected']}/{distractors['events']}; Mean of std {csm:.3f}; "
           f"training {summary['train_steps_per_s']} steps/s; times {timings}")
     return summary
 

@@ -2,7 +2,9 @@
 
 A sidecar ``<stem>_davel.json`` written last records the settings and the
 source the three files were made from, so a later run can skip a video whose
-outputs are complete and were made the same way.
+outputs are complete and were made the same way. Pre-extracted ONE-PEACE
+features (``<stem>_one_peace_video_finetune.npy``, ``_one_peace_audio.npy``, as
+the CCNet code reads them) are read too.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ STREAMS = ("rgb", "flow", "vggish")
 
 @dataclass
 class Features:
-    """Per-video features: ``rgb``/``flow`` ``[T, 1024]``, ``vggish`` ``[T_a, 128]`` float32.
+    """Per-video features: ``rgb``/``flow`` ``[T, 1024]``, ``vggish`` ``[T_a, 128]`` float32
+    (features of other extractors: other widths, and ``flow`` may have width 0).
 
     ``meta`` is the sidecar record (video, settings, ``duration`` in seconds, ...),
     empty for features made elsewhere.
@@ -38,7 +41,7 @@ class Features:
         return min(len(self.rgb), len(self.vggish))
 
     def visual(self) -> np.ndarray:
-        """``[2048, T]``: rgb then flow, channels first (the detectors' layout)."""
+        """``[Cv, T]`` (I3D: 2048): rgb then flow, channels first (the detectors' layout)."""
         t = self.num_steps
         return np.concatenate([self.rgb[:t], self.flow[:t]], axis=1).T.astype(np.float32)
 
@@ -54,9 +57,8 @@ def paths(out_dir: Path, stem: str) -> dict[str, Path]:
 
 
 def has_features(out_dir: Path, stem: str) -> bool:
-    """All three arrays of ``stem`` are there (features made by davel or elsewhere)."""
-    p = paths(Path(out_dir), stem)
-    return all(p[s].is_file() for s in STREAMS)
+    """Every array of ``stem`` is there (davel's three, or the two ONE-PEACE ones)."""
+    return all(f.is_file() for f in _files(Path(out_dir) / stem).values())
 
 
 def is_complete(out_dir: Path, stem: str, settings_key: str) -> bool:
@@ -100,48 +102,56 @@ def read_meta(prefix: str | Path) -> dict | None:
     return meta if isinstance(meta, dict) else None
 
 
+# Pre-extracted ONE-PEACE features, named as the CCNet repository reads them
+# (one visual and one audio array per video, 1536-d each).
+ONE_PEACE_FILES = {"rgb": "one_peace_video_finetune", "vggish": "one_peace_audio"}
+
+
+def _files(prefix: Path) -> dict[str, Path]:
+    """The arrays of ``prefix`` by stream: davel's layout, or the ONE-PEACE one (no flow)."""
+    davel_layout = {s: prefix.parent / f"{prefix.name}_{s}.npy" for s in STREAMS}
+    one_peace = {s: prefix.parent / f"{prefix.name}_{n}.npy" for s, n in ONE_PEACE_FILES.items()}
+    if not davel_layout["rgb"].is_file() and all(f.is_file() for f in one_peace.values()):
+        return one_peace
+    return davel_layout
+
+
+def _load(f: Path, mmap: bool = False) -> np.ndarray:
+    if not f.is_file():
+        raise InputError(f"missing feature file {f}")
+    try:  # with mmap, only the header is read
+        a = np.load(f, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{f} is not a readable .npy file ({str(exc).splitlines()[0][:120]})") from exc
+    if a.ndim != 2 or not np.issubdtype(a.dtype, np.number) or len(a) == 0:
+        raise InputError(f"{f} must be a non-empty 2-D numeric array, got shape {a.shape} {a.dtype}")
+    return a
+
+
 def read_shapes(prefix: str | Path) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
-    """Shapes of ``PREFIX_rgb.npy``, ``_flow.npy``, ``_vggish.npy`` from their headers alone
-    (nothing else is read); InputError (one line) for a missing or unusable file."""
+    """Shapes of the rgb, flow and audio arrays of ``PREFIX`` from their headers alone
+    (nothing else is read; ONE-PEACE features have a flow of width 0); InputError (one
+    line) for a missing or unusable file."""
     prefix = Path(prefix)
-    shapes = []
-    for s in STREAMS:
-        f = prefix.parent / f"{prefix.name}_{s}.npy"
-        try:
-            mapped = np.load(f, mmap_mode="r", allow_pickle=False)  # maps, reads only the header
-            shape, dtype = mapped.shape, mapped.dtype
-            del mapped
-        except FileNotFoundError as exc:
-            raise InputError(f"missing feature file {f}") from exc
-        except (ValueError, OSError, EOFError) as exc:
-            raise InputError(f"{f} is not a readable .npy file ({str(exc).splitlines()[0][:120]})") from exc
-        if len(shape) != 2 or not np.issubdtype(dtype, np.number) or shape[0] == 0:
-            raise InputError(f"{f} must be a non-empty 2-D numeric array, got shape {shape} {dtype}")
-        shapes.append(tuple(int(x) for x in shape))
-    if shapes[0] != shapes[1]:
-        raise InputError(f"{prefix}: rgb {shapes[0]} and flow {shapes[1]} differ in shape")
-    return shapes[0], shapes[1], shapes[2]
+    files = _files(prefix)
+    shapes = {s: tuple(int(x) for x in _load(f, mmap=True).shape) for s, f in files.items()}
+    flow = shapes.get("flow", (shapes["rgb"][0], 0))
+    if "flow" in shapes and shapes["rgb"] != flow:
+        raise InputError(f"{prefix}: rgb {shapes['rgb']} and flow {flow} differ in shape")
+    return shapes["rgb"], flow, shapes["vggish"]
 
 
 def read(prefix: str | Path) -> Features:
-    """Read ``PREFIX_rgb.npy``, ``_flow.npy``, ``_vggish.npy`` (``PREFIX`` = ``DIR/STEM``) and
-    the sidecar when there is one; InputError (one line) for anything unusable."""
+    """Read ``PREFIX_rgb.npy``, ``_flow.npy``, ``_vggish.npy`` (``PREFIX`` = ``DIR/STEM``), or
+    ``PREFIX_one_peace_video_finetune.npy`` and ``_one_peace_audio.npy`` (then ``rgb`` is
+    the visual array and ``flow`` has width 0), and the sidecar when there is one;
+    InputError (one line) for anything unusable."""
     prefix = Path(prefix)
-    arrays = {}
-    for s in STREAMS:
-        f = prefix.parent / f"{prefix.name}_{s}.npy"
-        if not f.is_file():
-            raise InputError(f"missing feature file {f}")
-        try:
-            a = np.load(f, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise InputError(f"{f} is not a readable .npy file ({str(exc).splitlines()[0][:120]})") from exc
-        if a.ndim != 2 or not np.issubdtype(a.dtype, np.number) or len(a) == 0:
-            raise InputError(f"{f} must be a non-empty 2-D numeric array, got shape {a.shape} {a.dtype}")
-        arrays[s] = a.astype(np.float32, copy=False)
-    if arrays["rgb"].shape != arrays["flow"].shape:
+    arrays = {s: _load(f).astype(np.float32, copy=False) for s, f in _files(prefix).items()}
+    arrays.setdefault("flow", np.zeros((len(arrays["rgb"]), 0), np.float32))
+    if arrays["rgb"].shape[0] != arrays["flow"].shape[0] or (
+            arrays["flow"].shape[1] and arrays["rgb"].shape != arrays["flow"].shape):
         raise InputError(f"{prefix}: rgb {arrays['rgb'].shape} and flow {arrays['flow'].shape} differ in shape")
-    if not np.all(np.isfinite(arrays["rgb"])) or not np.all(np.isfinite(arrays["vggish"])) \
-            or not np.all(np.isfinite(arrays["flow"])):
+    if not all(np.all(np.isfinite(a)) for a in arrays.values()):
         raise InputError(f"{prefix}: features contain NaN or infinity")
     return Features(**arrays, meta=read_meta(prefix) or {})

@@ -51,6 +51,21 @@ class TimeBase:
     def from_dict(cls, d: dict) -> TimeBase:
         return cls(float(d["fps"]), int(d["stride"]), int(d["window"]))
 
+    @classmethod
+    def parse(cls, text: str) -> TimeBase:
+        """``i3d-vggish``, ``one-peace``, or ``FPS,STRIDE,WINDOW`` (e.g. ``16,4,16``)."""
+        named = {"i3d-vggish": I3D_VGGISH, "one-peace": ONE_PEACE}
+        if text.lower() in named:
+            return named[text.lower()]
+        try:
+            fps, stride, window = text.split(",")
+            tb = cls(float(fps), int(stride), int(window))
+        except ValueError as exc:
+            raise ValueError(f"time base {text!r}: use i3d-vggish, one-peace or FPS,STRIDE,WINDOW") from exc
+        if tb.fps <= 0 or tb.stride < 1 or tb.window < 1:
+            raise ValueError(f"time base {text!r}: fps, stride and window must be positive")
+        return tb
+
 
 I3D_VGGISH = TimeBase(25.0, 8, 24)
 ONE_PEACE = TimeBase(16.0, 4, 16)

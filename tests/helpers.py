@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -105,3 +106,40 @@ def assert_same_events(events: Sequence[dict], expected: Sequence, time_tol: flo
     scores = [e["score"] for e in events]
     assert scores == sorted(scores, reverse=True), "events are not in descending score"
     return assert_same_detections(events_as_arrays(events), expected, time_tol, score_tol)
+
+
+# ---------------------------------------------------------------- a tiny training set
+
+DIM_RGB, DIM_AUD = 6, 4
+
+
+def make_dataset(root: Path, n_train: int = 6, n_val: int = 2, n_test: int = 2, seed: int = 0,
+                 classes: int = 2, dims: tuple[int, int] = (DIM_RGB, DIM_AUD)) -> tuple[Path, Path]:
+    """Annotations + features where class c raises rgb channels 2c..2c+1 and audio channel c
+    during its event (one event per video): ``(annotation file, features folder)``."""
+    from extractors.feature_files import Features, write
+
+    dim_rgb, dim_aud = dims
+    rng = np.random.default_rng(seed)
+    feats = root / "feats"
+    feats.mkdir(parents=True)
+    db = {}
+    for subset, n in (("train", n_train), ("validation", n_val), ("test", n_test)):
+        for k in range(n):
+            vid = f"{subset}_{k}"
+            t = int(rng.integers(20, 45))
+            rgb = rng.normal(0, 0.3, (t, dim_rgb)).astype(np.float32)
+            flow = rng.normal(0, 0.3, (t, dim_rgb)).astype(np.float32)
+            aud = rng.normal(0, 0.3, (t, dim_aud)).astype(np.float32)
+            c = int(rng.integers(0, classes))
+            length = int(rng.integers(4, 10))
+            s = int(rng.integers(0, t - length))
+            rgb[s:s + length, 2 * c:2 * c + 2] += 2
+            aud[s:s + length, c] += 2
+            write(feats, vid, Features(rgb, flow, aud))
+            db[vid] = {"subset": subset, "duration": (8 * (t - 1) + 24) / 25,
+                       "annotations": [{"segment": [(8 * s + 12) / 25, (8 * (s + length) + 12) / 25],
+                                        "label": f"class{c}", "label_id": c}]}
+    ann = root / "ann.json"
+    ann.write_text(json.dumps({"database": db}))
+    return ann, feats

@@ -8,8 +8,14 @@ import torch
 import torch.nn.functional as F
 
 from davel.detectors.lcc import (
-    LCCHead, correspondence_loss, correspondence_target, csm_mean_std, csm_std, gaussian_prior,
-    lcc_loss)
+    LCCHead,
+    correspondence_loss,
+    correspondence_target,
+    csm_mean_std,
+    csm_std,
+    gaussian_prior,
+    lcc_loss,
+)
 from davel.detectors.loco import LoCoDetector
 
 SQRT2 = math.sqrt(2.0)

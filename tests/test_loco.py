@@ -11,9 +11,9 @@ from davel.detectors.ccnet import CCNetDetector
 from davel.detectors.counting import count_params, count_params_macs
 from davel.detectors.loco import SINGLE_PASS_MAX, LoCoDetector
 from davel.detectors.output import DetectorOutput
+from davel.detectors.unav import SINGLE_PASS_MAX as UNAV_SINGLE_PASS_MAX
 from davel.detectors.unav import UnAVDetector
 from davel.errors import WeightsError
-from davel.pipeline import UNAV_SINGLE_PASS_MAX
 
 C = 3
 

@@ -18,43 +18,17 @@ from davel.train import TrainConfig, train
 from davel.train.data import Sample, random_crop
 from davel.train.losses import LossNormalizer, assign_targets, detection_losses, diou_loss_1d
 from davel.train.optim import WarmupCosine, build_model, make_ema, make_optimizer, make_scheduler
-from extractors.feature_files import Features, write
+from extractors.feature_files import Features
+
+from helpers import DIM_AUD, DIM_RGB, make_dataset
 
 runner = CliRunner()
-DIM_RGB, DIM_AUD = 6, 4
+
 TINY = dict(epochs=2, warmup_epochs=1, batch_size=3, lr=2e-3, embd_dim=16, head_dim=16,
             dependency_dim=4, max_seq_len=32, ema_decay=0.9)
 
 
 # ------------------------------------------------------------------ a tiny data set
-
-
-def make_dataset(root, n_train=6, n_val=2, n_test=2, seed=0, classes=2, dims=(DIM_RGB, DIM_AUD)):
-    """Features where class c raises rgb channels 2c..2c+1 and audio channel c during an event."""
-    dim_rgb, dim_aud = dims
-    rng = np.random.default_rng(seed)
-    feats = root / "feats"
-    feats.mkdir(parents=True)
-    db = {}
-    for subset, n in (("train", n_train), ("validation", n_val), ("test", n_test)):
-        for k in range(n):
-            vid = f"{subset}_{k}"
-            t = int(rng.integers(20, 45))
-            rgb = rng.normal(0, 0.3, (t, dim_rgb)).astype(np.float32)
-            flow = rng.normal(0, 0.3, (t, dim_rgb)).astype(np.float32)
-            aud = rng.normal(0, 0.3, (t, dim_aud)).astype(np.float32)
-            c = int(rng.integers(0, classes))
-            length = int(rng.integers(4, 10))
-            s = int(rng.integers(0, t - length))
-            rgb[s:s + length, 2 * c:2 * c + 2] += 2
-            aud[s:s + length, c] += 2
-            write(feats, vid, Features(rgb, flow, aud))
-            db[vid] = {"subset": subset, "duration": (8 * (t - 1) + 24) / 25,
-                       "annotations": [{"segment": [(8 * s + 12) / 25, (8 * (s + length) + 12) / 25],
-                                        "label": f"class{c}", "label_id": c}]}
-    ann = root / "ann.json"
-    ann.write_text(json.dumps({"database": db}))
-    return ann, feats
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ def train_command(
     annotations: Path = typer.Option(..., "--annotations", help="UnAV-100-layout annotation JSON (train/validation/test subsets)."),
     features: Path = typer.Option(..., "--features", help="Directory of <video-id>_{rgb,flow,vggish}.npy (from `davel extract`)."),
     out: Path = typer.Option(..., "-o", "--out", help="Run directory: last.pth, best.pth, log.jsonl."),
-    model: str = typer.Option("ccnet", "--model", help="ccnet or unav."),
+    model: str = typer.Option("ccnet", "--model", help="ccnet, unav or loco."),
     epochs: int = typer.Option(40, "--epochs", help="Cosine epochs after the warm-up (the repos' meaning: 40 + 5 passes in all)."),
     warmup_epochs: int = typer.Option(5, "--warmup-epochs", help="Linear warm-up epochs."),
     batch_size: int = typer.Option(16, "--batch-size"),
@@ -33,13 +33,22 @@ def train_command(
     restart: bool = typer.Option(False, "--restart", help="Ignore OUT/last.pth and start over."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
     loader_workers: Optional[int] = typer.Option(None, "--loader-workers", help="Processes reading features (default: 0 on CPU, up to 4 with a GPU)."),
+    attention: Optional[str] = typer.Option(None, "--attention", help="LoCo: adaptive (CDP, default), fixed (sliding window) or global (UnAV's) cross-modal attention."),
+    cdp_window: Optional[int] = typer.Option(None, "--cdp-window", help="LoCo: base window W of the CDP attention (default 8)."),
+    no_lcc: bool = typer.Option(False, "--no-lcc", help="LoCo: train without the LCC loss."),
+    lcc_weight: Optional[float] = typer.Option(None, "--lcc-weight", help="LoCo: weight of the LCC loss (default 0.1, Eq. 12)."),
+    lcc_target: Optional[str] = typer.Option(None, "--lcc-target", help="LoCo: LCC target: gaussian (default), fixed_gaussian, softened or diagonal."),
+    decoder: Optional[str] = typer.Option(None, "--decoder", help="LoCo: fusion (default) or tdm (UnAV's dependency block)."),
+    timebase: Optional[str] = typer.Option(None, "--timebase", help="How feature steps map to time: i3d-vggish (25 fps, stride 8, window 24), one-peace (16, 4, 16) or FPS,STRIDE,WINDOW (default: the features' davel sidecars, else i3d-vggish)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-epoch lines."),
 ) -> None:
-    """Train a detector on annotated features (the papers' recipe by default)."""
+    """Train a detector on annotated features (the papers' recipe by default; LoCo: Eq. 12,
+    focal + DIoU + 0.1 x LCC)."""
     import torch
 
     from davel.train import TrainConfig, TrainProgress, train
     from extractors.devices import resolve_device
+    from extractors.timebase import TimeBase
 
     if resume is not None and restart:
         fail("--resume and --restart exclude each other", 2)
@@ -49,10 +58,27 @@ def train_command(
         torch.set_num_threads(threads)
     if loader_workers is not None and loader_workers < 0:
         fail("--loader-workers must be 0 or more", 2)
+    try:
+        tb = TimeBase.parse(timebase) if timebase is not None else None
+    except ValueError as exc:
+        fail(f"--timebase: {exc}", 2)
+    loco = {"attention": attention, "cdp_window": cdp_window, "use_lcc": False if no_lcc else None,
+            "lcc_weight": lcc_weight, "lcc_target": lcc_target, "decoder": decoder}
+    model_options = {k: v for k, v in loco.items() if v is not None}
+    if model_options and model != "loco":
+        fail(f"--{next(iter(model_options)).replace('_', '-')} and the other LoCo options go with --model loco", 2)
+    choices = {"attention": ("adaptive", "fixed", "global"), "decoder": ("fusion", "tdm"),
+               "lcc_target": ("gaussian", "fixed_gaussian", "softened", "diagonal")}
+    for name, allowed in choices.items():
+        if name in model_options and model_options[name] not in allowed:
+            fail(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}", 2)
+    if cdp_window is not None and cdp_window < 1:
+        fail("--cdp-window must be at least 1", 2)
     cfg = TrainConfig(model=model, epochs=epochs, warmup_epochs=warmup_epochs, batch_size=batch_size,
                       lr=lr, weight_decay=weight_decay, max_seq_len=max_seq_len, embd_dim=embd_dim,
                       head_dim=head_dim or embd_dim, dependency_dim=dependency_dim, droppath=droppath,
-                      ema_decay=ema_decay, seed=seed, standardize_features=standardize_features)
+                      ema_decay=ema_decay, seed=seed, standardize_features=standardize_features,
+                      model_options=model_options)
 
     class Report(TrainProgress):
         bar = None
@@ -82,7 +108,7 @@ def train_command(
             typer.echo(line + ("  [best]" if r.best else ""), err=True)
 
     result = train(cfg, annotations, features, out, device=resolve_device(device), resume=resume,
-                   restart=restart, progress=Report(), workers=loader_workers)
+                   restart=restart, progress=Report(), workers=loader_workers, timebase=tb)
     if not result.history:
         typer.echo(f"nothing to do: {out / 'last.pth'} already finished all "
                    f"{cfg.total_epochs} epochs (--restart to train again)", err=True)

@@ -428,6 +428,15 @@ class PyramidDetector(nn.Module):
         for c in empty_classes:
             bias[c] = -math.log((1 - 1e-6) / 1e-6)
 
+    def unimodal_features(self, feats_v: Tensor, feats_a: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The stem's outputs ``F_v, F_a [B, D, L]`` (embedding, positional table, unimodal
+        blocks) for inputs shaped as :meth:`forward`'s: what LoCo's LCC acts on."""
+        stem = self.backbone
+        pos = getattr(stem, "pos_embd", None) if getattr(stem, "use_abs_pe", True) else None
+        mask3 = mask[:, None, :]
+        keep = mask3.to(feats_v.dtype)
+        return stem.encode(feats_v * keep, feats_a * keep, mask3, pos)
+
     def forward_train(self, feats_v: Tensor, feats_a: Tensor, mask: Tensor
                       ) -> tuple[DetectorOutput, dict[str, Tensor], dict[str, float]]:
         """Training forward: the output, extra loss terms (already weighted, added to the

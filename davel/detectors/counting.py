@@ -18,7 +18,7 @@ counted without allocating their weights.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn

@@ -45,29 +45,44 @@ multiple of the total stride in one pass (up to :data:`SINGLE_PASS_MAX`).
 """
 from __future__ import annotations
 
-import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from davel.detectors.cdp import MODES, CDPBlock
 from davel.detectors.common import (
-    DEFAULT_REGRESSION_RANGE, ChannelLayerNorm, ClsHead, MaskedConv1D, PyramidDetector, RegHead,
-    TransformerBlock, TwoStreamStem, checkpoint_regression_range, count_indexed, head_hparams,
-    level_points, load_strictly, padded_length, sinusoid_table, strip_module_prefix,
-    to_detector_output, transformer_blocks)
+    DEFAULT_REGRESSION_RANGE,
+    ChannelLayerNorm,
+    ClsHead,
+    MaskedConv1D,
+    PyramidDetector,
+    RegHead,
+    TransformerBlock,
+    TwoStreamStem,
+    level_points,
+    padded_length,
+    sinusoid_table,
+    to_detector_output,
+    transformer_blocks,
+)
 from davel.detectors.lcc import TARGETS, LCCHead, lcc_loss
 from davel.detectors.output import DetectorOutput
-from davel.detectors.unav import DependencyBlock
+from davel.detectors.state_dict import checkpoint_regression_range, count_indexed, head_hparams, load_strictly
+from davel.detectors.unav import SINGLE_PASS_MAX, DependencyBlock
 from davel.errors import InputError, WeightsError
+from weights.store import strip_module_prefix
 
 ATTENTIONS = ("adaptive", "fixed", "global")
+# LoCo's own training options and their defaults (the paper's full model)
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "attention": "adaptive", "cdp_window": 8, "cdp_mode": "sliding", "decoder": "fusion",
+    "use_lcc": True, "lcc_weight": 0.1, "lcc_target": "gaussian", "lcc_mask_padding": True,
+    "tau_init": 0.07, "sigma_init": 1.0}
 DECODERS = ("fusion", "tdm")
 # the single-level "base" model regresses every event size at level 0
 SINGLE_LEVEL_RANGE: tuple[tuple[float, float], ...] = ((0, 10000),)
-# same bound as davel.pipeline.UNAV_SINGLE_PASS_MAX (not imported: pipeline imports detectors)
-SINGLE_PASS_MAX = 2048
 
 
 def cross_block(n_embd: int, n_head: int, stride: int, attention: str, window: int, mode: str,
@@ -192,10 +207,10 @@ class LoCoDetector(PyramidDetector):
     given) overrides ``backbone_arch[2] + 1``.
     """
 
-    kind = "loco"
-    model_name = "loco"
+    kind: ClassVar[str] = "loco"
+    state_dict_markers: ClassVar[tuple[str, ...]] = ("decoder.", "lcc.")
     # what a checkpoint's tensors cannot reveal (recorded in davel.model_config)
-    config_hints: tuple[str, ...] = (
+    config_hints: ClassVar[tuple[str, ...]] = (
         "n_head", "max_seq_len", "use_abs_pe", "attention", "cdp_window", "cdp_mode", "decoder",
         "use_lcc", "lcc_weight", "lcc_target", "lcc_mask_padding", "tau_init", "sigma_init")
 
@@ -239,16 +254,7 @@ class LoCoDetector(PyramidDetector):
                                 head_kernel_size, head_with_ln, class_aware)
         self.lcc = (LCCHead(embd_dim, lcc_dim or embd_dim // 2, lcc_hidden or embd_dim,
                             lcc_target, tau_init, sigma_init) if use_lcc else None)
-        self._init_like_original(cls_prior_prob)
-
-    @torch.no_grad()
-    def _init_like_original(self, prior_prob: float) -> None:
-        """Fresh-model init as UnAV / CCNet train from: zero biases, classifier bias at the
-        prior probability (the WA convs stay all-zero). Loading weights overrides it."""
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Conv1d)) and module.bias is not None:
-                module.bias.zero_()
-        self.cls_head.cls_head.conv.bias.fill_(-math.log((1 - prior_prob) / prior_prob))
+        self.init_biases(cls_prior_prob)  # the WA convs stay all-zero: they have no bias to prior
 
     def padded_length(self, num_steps: int) -> int:
         """Length the model runs at: ``max_seq_len``, or the next multiple of the total stride."""
@@ -256,7 +262,20 @@ class LoCoDetector(PyramidDetector):
 
     def max_single_pass(self) -> int:
         """Most steps one forward should take (longer videos are windowed, as for UnAV)."""
-        return SINGLE_PASS_MAX
+        return max(SINGLE_PASS_MAX, self.max_seq_len)
+
+    @classmethod
+    def training_kwargs(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The generic options plus ``dependency_dim`` (the ``tdm`` decoder) and LoCo's own
+        (``model_options``: ``attention``, ``cdp_window``, ``use_lcc``, ``lcc_weight``,
+        ``lcc_target``, ...), every one of them written out so that a checkpoint's
+        ``davel.model_config`` says how it was built."""
+        own = {**TRAINING_DEFAULTS, **options.get("model_options", {})}
+        unknown = sorted(set(own) - set(TRAINING_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown LoCo options: {', '.join(unknown)}")
+        return {**super().training_kwargs({**options, "model_options": own}),
+                "dependency_dim": options["dependency_dim"], "cls_prior_prob": options["cls_prior_prob"]}
 
     def _run(self, feats_v: Tensor, feats_a: Tensor, mask: Tensor
              ) -> tuple[DetectorOutput, tuple[Tensor, Tensor, Tensor]]:
@@ -311,7 +330,7 @@ class LoCoDetector(PyramidDetector):
                         lcc_target: str = "gaussian", lcc_mask_padding: bool = True,
                         tau_init: float = 0.07, sigma_init: float = 1.0,
                         regression_range: Sequence[Sequence[float]] | None = None
-                        ) -> "LoCoDetector":
+                        ) -> LoCoDetector:
         """Build on the meta device and load strictly (``module.`` prefix optional), eval mode.
 
         The model's parameters ARE the given tensors (no copy). Sizes and depths
@@ -348,7 +367,7 @@ class LoCoDetector(PyramidDetector):
                 extra["lcc_hidden"] = sd["lcc.proj_V.0.weight"].shape[0]
                 extra["lcc_dim"] = sd["lcc.proj_V.2.weight"].shape[0]
         except KeyError as err:
-            raise WeightsError(f"not a LoCo detector checkpoint (missing {err.args[0]})") from None
+            raise WeightsError(f"not a LoCo detector checkpoint (missing {err.args[0]})") from err
 
         if attention is None:
             attention = "adaptive" if has_wa else "global"
@@ -385,7 +404,7 @@ class LoCoDetector(PyramidDetector):
                     layer_scale="backbone.ori_cross_att_Va.drop_path_attn.scale" in sd,
                     regression_range=regression_range, **extra)
         except ValueError as err:
-            raise WeightsError(f"LoCo checkpoint with this config cannot be built: {err}") from None
+            raise WeightsError(f"LoCo checkpoint with this config cannot be built: {err}") from err
         load_strictly(model, sd, "LoCo", assign=True)
         model.backbone.reset_buffers(embd_w.device)
         return model.eval()

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from davel.detectors.ccnet import CCNetDetector
 from davel.detectors.common import PyramidDetector
+from davel.detectors.loco import LoCoDetector
 from davel.detectors.unav import UnAVDetector
 from davel.errors import WeightsError
 
@@ -20,6 +21,7 @@ from davel.errors import WeightsError
 # kind's markers (LoCo's GB variant carries UnAV's backbone keys) comes first.
 DETECTORS: dict[str, type[PyramidDetector]] = {
     "ccnet": CCNetDetector,
+    "loco": LoCoDetector,
     "unav": UnAVDetector,
 }
 

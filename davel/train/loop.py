@@ -40,6 +40,7 @@ from davel.train.config import TrainConfig
 from davel.train.data import CropSampler, FeatureSet, Sample, epoch_rng, make_loader
 from davel.train.losses import LossNormalizer, assign_targets, concat_points, detection_losses
 from davel.train.optim import build_model, make_ema, make_optimizer, make_scheduler, model_config
+from extractors.timebase import TimeBase
 from weights import store
 from weights.atomic import atomic_write, atomic_write_text
 
@@ -134,9 +135,9 @@ def _extractor_info(train_set: FeatureSet) -> dict | None:
             "weights": first.get("weights")}
 
 
-def _prepare_data(cfg: TrainConfig, ann: Annotations, feature_dir: Path
+def _prepare_data(cfg: TrainConfig, ann: Annotations, feature_dir: Path, timebase: TimeBase | None = None
                   ) -> tuple[FeatureSet, FeatureSet, tuple[int, int]]:
-    train_set = FeatureSet(ann, "train", feature_dir)
+    train_set = FeatureSet(ann, "train", feature_dir, timebase)
     val_set = FeatureSet(ann, "validation", feature_dir, train_set.timebase)
     for name, fs in (("training", train_set), ("validation", val_set)):
         if fs.missing:
@@ -171,7 +172,8 @@ def default_loader_workers(device: torch.device) -> int:
 def train(cfg: TrainConfig, annotations: str | Path, feature_dir: str | Path, run_dir: str | Path,
           device: str | torch.device = "cpu", resume: str | Path | None = None,
           restart: bool = False, progress: TrainProgress | None = None,
-          max_epochs: int | None = None, workers: int | None = None) -> TrainResult:
+          max_epochs: int | None = None, workers: int | None = None,
+          timebase: TimeBase | None = None) -> TrainResult:
     """Train (or continue training) a detector; writes ``RUN/last.pth``, ``RUN/best.pth``
     and ``RUN/log.jsonl``.
 
@@ -179,6 +181,8 @@ def train(cfg: TrainConfig, annotations: str | Path, feature_dir: str | Path, ru
     continued when present (``restart`` ignores it). ``max_epochs`` stops after
     that many epochs in this call (the schedule still spans the full run).
     ``workers``: feature-reading processes (default: see :func:`default_loader_workers`).
+    ``timebase``: how the features' steps map to seconds (default: what their davel
+    sidecars say, else I3D + VGGish's); it is kept in the checkpoints.
     Raises InputError for unusable annotations, features or settings.
     """
     cb = progress or TrainProgress()
@@ -187,7 +191,7 @@ def train(cfg: TrainConfig, annotations: str | Path, feature_dir: str | Path, ru
     feature_dir = Path(feature_dir)
     dev = torch.device(device) if isinstance(device, str) else device
     ann = read_annotations(annotations)
-    train_set, val_set, (dim_v, dim_a) = _prepare_data(cfg, ann, feature_dir)
+    train_set, val_set, (dim_v, dim_a) = _prepare_data(cfg, ann, feature_dir, timebase)
     skipped = {"train": list(train_set.missing), "validation": list(val_set.missing)}
 
     ckpt_path = Path(resume) if resume else run / "last.pth"
