@@ -93,7 +93,7 @@ def test_config_defaults_are_the_test_cfg():
     assert (cfg.pre_nms_thresh, cfg.pre_nms_topk, cfg.duration_thresh) == (0.001, 2000, 0.05)
     assert (cfg.method, cfg.multiclass, cfg.nms_sigma, cfg.min_score, cfg.max_seg_num) == \
         ("soft", True, 0.4, 0.001, 100)
-    assert cfg.iou_threshold == 0.7
+    assert (cfg.iou_threshold, cfg.voting_thresh) == (0.7, 0.75)
 
 
 def test_one_hour_video_candidate_set():
