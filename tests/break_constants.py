@@ -6,6 +6,7 @@ A developer's check that the parity tests can fail (not collected by pytest:
 it edits source files in place and restores each in a ``finally``; run it on a
 clean checkout).
 """
+import os
 import pathlib
 import subprocess
 import sys
@@ -61,8 +62,8 @@ def main(only: list[str]) -> int:
         t = time.time()
         try:
             r = subprocess.run(f"{sys.executable} -m pytest -x -q -p no:cacheprovider {tests}", shell=True,
-                               cwd=ROOT, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT),
-                                                                             **__import__("os").environ})
+                               cwd=ROOT, capture_output=True, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
         finally:
             p.write_text(text)
         lines = r.stdout.splitlines()
