@@ -75,6 +75,19 @@ class Task:
     def is_done(self, item: Item) -> bool:
         return False
 
+    def prepare(self) -> None:
+        """Load the heavy state now (a worker does this before its first input, so the
+        per-video time limit does not count the model loading)."""
+
+    def outputs(self, item: Item) -> list[Path]:
+        """The files ``run`` writes for ``item`` (their temporary files are swept after a
+        worker is killed mid-write)."""
+        return []
+
+    def total_steps(self, item: Item) -> int | None:
+        """Progress steps ``run`` will report for ``item``, for a progress bar (None: unknown)."""
+        return None
+
     def run(self, item: Item, on_progress: Progress = None) -> Record:
         raise NotImplementedError
 
@@ -128,6 +141,14 @@ class ExtractTask(Task):
             self._extractor = FeatureExtractor(self.weights_dir, self.device, self.settings)
         return self._extractor
 
+    def prepare(self) -> None:
+        self.extractor.load_networks()
+
+    def outputs(self, item: Item) -> list[Path]:
+        from extractors import feature_files
+
+        return list(feature_files.paths(Path(self.out_dir), item.stem).values())
+
     def is_done(self, item: Item) -> bool:
         from extractors import feature_files
 
@@ -151,6 +172,12 @@ class ExtractTask(Task):
         try:
             feature_files.write(Path(self.out_dir), item.stem, feats)
         except OSError as exc:
+            # arrays already renamed into place without their sidecar would only look like a result
+            for path in self.outputs(item):
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError:
+                    pass
             raise OutputError(f"{self.out_dir}: cannot write the features of {item.path}: "
                               f"{exc.strerror or exc}") from exc
         return Record(item.path, DONE, T=int(len(feats.rgb)), T_a=int(len(feats.vggish)))
@@ -197,6 +224,13 @@ class DetectTask(Task):
                                  f"_flow.npy and _vggish.npy)")
         else:
             super().check(item)
+
+    def prepare(self) -> None:
+        _ = self.detector
+
+    def outputs(self, item: Item) -> list[Path]:
+        out = self.output_path(item)
+        return [] if out is None else [out]
 
     def output_path(self, item: Item) -> Path | None:
         return None if self.out_dir is None else Path(self.out_dir) / f"{item.stem}.{self.fmt}"
