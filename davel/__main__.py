@@ -1,4 +1,4 @@
 """``python -m davel``: the command line."""
-from davel.cli import app
+from davel.cli import main
 
-app(prog_name="davel")
+main()

@@ -3,9 +3,9 @@
 The base classes are defined in :mod:`weights.errors` (the bottom layer, so
 extractors and weights raise the same types) and re-exported here.
 """
-from weights.errors import DavelError, InputError, WeightsError
+from weights.errors import DavelError, InputError, OutputError, WeightsError
 
-__all__ = ["DavelError", "InputError", "WeightsError", "EvaluationError"]
+__all__ = ["DavelError", "InputError", "OutputError", "WeightsError", "EvaluationError"]
 
 
 class EvaluationError(DavelError):

@@ -40,6 +40,7 @@ def counting_visual(monkeypatch):
         return rng.random((t, 1024), dtype=np.float32), rng.random((t, 1024), dtype=np.float32)
 
     monkeypatch.setattr(VisualFeatureExtractor, "__call__", fake)
+    monkeypatch.setenv("DAVEL_BATCH_INLINE", "1")  # the patch lives in this process, not in a worker
     return calls
 
 

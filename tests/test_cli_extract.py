@@ -46,6 +46,7 @@ def cheap_visual(monkeypatch):
         return np.ones((t, 1024), np.float32), np.ones((t, 1024), np.float32)
 
     monkeypatch.setattr(VisualFeatureExtractor, "__call__", fake)
+    monkeypatch.setenv("DAVEL_BATCH_INLINE", "1")  # the patch lives in this process, not in a worker
 
 
 def test_batch_with_bad_videos_continues_and_reports(videos, standin_weights, tmp_path):

@@ -15,3 +15,8 @@ class InputError(DavelError):
 
 class WeightsError(DavelError):
     """A weights file is missing, fails its hash check, or has the wrong layout."""
+
+
+class OutputError(DavelError):
+    """An output cannot be written (full disk, read-only folder, a file where a folder
+    should be); earlier outputs are left as they were."""

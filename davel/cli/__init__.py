@@ -1,6 +1,9 @@
 """``davel``: one command per job. The commands only parse, call the library and write."""
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 from davel.cli.detect import detect_command
@@ -20,4 +23,20 @@ app.command("eval")(eval_command)
 app.command("plot")(plot_command)
 app.command("view")(view_command)
 
-__all__ = ["app"]
+
+
+def main() -> None:
+    """The ``davel`` program (``python -m davel`` and the console script)."""
+    try:
+        app(prog_name="davel")
+    except SystemExit as exc:
+        if exc.code == 130:
+            # Ctrl-C must stop within 2 s; with torch loaded the interpreter's teardown alone
+            # can take longer, and everything (outputs, report, summary) is written by now
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+        raise
+
+
+__all__ = ["app", "main"]

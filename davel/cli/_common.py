@@ -90,6 +90,51 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+TIMEOUT_HELP = ("Give up a video after S seconds WITHOUT PROGRESS (a stall timer reset at each "
+                "window of frames; model loading not counted): it is reported as timed out and "
+                "the batch goes on. 0: no limit.")
+REPORT_HELP = "Write one JSON line per input (path, status, reason, seconds, T, T_a, warnings) to FILE."
+SHARD_HELP = "Take only shard K of N (1 <= K <= N) of the inputs, split by a hash of their names."
+
+
+def batch_settings(timeout: float, shard: Optional[str]) -> tuple[float | None, tuple[int, int] | None]:
+    """``--timeout`` and ``--shard`` checked (exit 2 when wrong)."""
+    from davel.batch.runner import parse_shard
+
+    if timeout < 0:
+        fail("--timeout must be positive (or 0: no limit)", 2)
+    parsed = None
+    if shard is not None:
+        try:
+            parsed = parse_shard(shard)
+        except ValueError as exc:
+            fail(str(exc), 2)
+    return (timeout or None), parsed
+
+
+def error_line(record) -> str:
+    """``<file>: <reason>`` for a failed record (its reason may already name the file)."""
+    reason = record.reason or record.status
+    return reason if record.path in reason else f"{record.path}: {reason}"
+
+
+def report_failures(records) -> None:
+    for record in records:
+        if not record.ok:
+            typer.echo(f"davel: error: {error_line(record)}", err=True)
+
+
+def output_folder(path: Path) -> Path:
+    """The output folder made and writable, else one line and exit 2 (before any work)."""
+    from davel.batch.runner import check_output_dir
+
+    try:
+        return check_output_dir(path)
+    except DavelError as exc:
+        fail(str(exc), 2)
+    raise AssertionError("unreachable")
+
+
 def progress_bar(total: int | None, desc: str, quiet: bool, unit: str = "win"):
     """A tqdm bar on stderr, shown only on a terminal."""
     from tqdm import tqdm

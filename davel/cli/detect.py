@@ -1,18 +1,29 @@
 """``davel detect``: videos (or pre-extracted features) -> events, in several formats."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from davel.cli._common import fail, progress_bar, report_error, user_errors
+from davel.cli._common import (
+    REPORT_HELP,
+    SHARD_HELP,
+    TIMEOUT_HELP,
+    batch_settings,
+    error_line,
+    fail,
+    output_folder,
+    report_failures,
+    user_errors,
+)
 
 
 @user_errors
 def detect_command(
     videos: list[Path] = typer.Argument(None, help="Video files."),
-    output: Optional[str] = typer.Option(None, "-o", "--output", help="Output file ('-' or none: stdout)."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Output file ('-' or none: stdout), or a folder (an existing one, or a path ending in '/'): one <stem>.<format> per input, inputs whose file exists skipped, shared by several processes."),
     model: str = typer.Option("ccnet", "--model", help="ccnet, unav, or a name stored with `davel weights import`."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A detector checkpoint file (overrides --model)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="UnAV-100 annotation JSON or a text file of class names."),
@@ -24,56 +35,105 @@ def detect_command(
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Keep at most K events per video (default: 100 per 224-step window)."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help="json, jsonl, csv, srt or vtt (default: from -o, else json)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw each video's timeline: a .png/.svg/.pdf file for one input, a folder for several (see `davel plot`)."),
+    timeout: float = typer.Option(300.0, "--timeout", metavar="S", help=TIMEOUT_HELP),
+    report: Optional[Path] = typer.Option(None, "--report", metavar="FILE", help=REPORT_HELP),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help=SHARD_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="With -o FOLDER: redo inputs whose output exists."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Find audio-visual events: what, when, how sure."""
-    from davel import outputs
-    from davel.errors import DavelError
-    from davel.inference import VIDEO_FEATURE_DIMS, load_detector
-    from davel.labels import read_labels
-    from extractors import feature_files
+    """Find audio-visual events: what, when, how sure.
 
-    inputs: list[tuple[str, str]] = [("video", str(p)) for p in (videos or [])]
-    inputs += [("features", f) for f in (features or [])]
-    if not inputs:
+    Exit codes: 0 every input done (or skipped: already done), 1 some input
+    failed or timed out, 2 usage error (bad options, an output folder that
+    cannot be written), 130 interrupted (Ctrl-C).
+    """
+    from davel import outputs
+    from davel.batch.runner import in_shard, precheck, run_batch, write_report
+    from davel.batch.tasks import DetectTask, Item
+    from davel.errors import DavelError
+
+    timeout_s, shard_spec = batch_settings(timeout, shard)
+    items = [Item(str(p)) for p in (videos or [])] + [Item(f, "features") for f in (features or [])]
+    if not items:
         fail("nothing to detect: pass video files or --features DIR/STEM", 2)
     if duration is not None and (duration <= 0 or len(features or []) != 1 or videos):
         fail("--duration needs a positive value and goes with exactly one --features input", 2)
-    fmt = fmt or outputs.format_from_path(output, "jsonl" if len(inputs) > 1 else "json")
+    folder = _output_folder(output)
+    default_fmt = "json" if folder is not None or len(items) == 1 else "jsonl"
+    fmt = fmt or (default_fmt if folder is not None else outputs.format_from_path(output, default_fmt))
     if fmt not in outputs.FORMATS:
         fail(f"unknown --format {fmt} (choose {', '.join(outputs.FORMATS)})", 2)
     if top_k is not None and top_k < 1:
         fail("--top-k must be at least 1", 2)
+    if folder is not None:
+        stems: dict[str, str] = {}
+        for item in items:
+            if stems.setdefault(item.stem, item.path) != item.path:
+                fail(f"two inputs share the output name '{item.stem}': {stems[item.stem]} and {item.path}", 2)
     try:
-        plots = _plot_targets(plot, inputs) if plot is not None else None
+        plots = None
+        if plot is not None:
+            targets = _plot_targets(plot, [(i.kind, i.path) for i in items])
+            plots = {path: (kind, target) for (kind, path), target in targets.items()}
     except DavelError as exc:
         fail(f"--plot: {exc}", 2)
+    items = [item for item in items if in_shard(item, shard_spec)]
+    # missing or unreadable inputs are told before the detector (or torch) is loaded
+    items, failed = precheck(items)
+    report_failures(failed)
+    if not items:
+        raise typer.Exit(write_report(failed, report).exit_code)
+    if folder is not None:
+        output_folder(folder)
+    from davel.inference import VIDEO_FEATURE_DIMS
+    from davel.labels import read_labels
+
     names = read_labels(labels) if labels else None
-    det = load_detector(checkpoint or model, device, names, weights_dir,
-                        expect_dims=_input_dims(videos, features, VIDEO_FEATURE_DIMS))
-    if det.labels is None:
+    task = DetectTask(str(checkpoint or model), labels=names, weights_dir=weights_dir, device=device,
+                      top_k=top_k, min_score=min_score, duration=duration, out_dir=folder, fmt=fmt,
+                      expect_dims=_input_dims(videos, features, VIDEO_FEATURE_DIMS), overwrite=overwrite)
+    # loaded here once so that a bad checkpoint is one line before any work
+    if task.detector.labels is None:
         typer.echo("davel: warning: no class names: events are labelled class_<id>; pass --labels "
                    "unav100_annotations.json (from the UnAV-100 dataset) for real names", err=True)
-    failed = 0
-    with outputs.ResultSink(output, fmt) as sink:
-        for kind, item in inputs:
-            try:
-                if kind == "features":
-                    result = det.detect_features(feature_files.read(item), name=Path(item).name,
-                                                 duration=duration, top_k=top_k, min_score=min_score)
-                else:
-                    with progress_bar(None, Path(item).name, quiet) as bar:
-                        result = det.detect(item, top_k=top_k, min_score=min_score, on_window=bar.update)
-                sink.add(result)
-                if plots is not None:
-                    from davel.viewer import save_timeline
+    with outputs.ResultSink(None if folder is not None else output, fmt) as sink:
+        def on_record(record) -> None:
+            if not record.ok:
+                typer.echo(f"davel: error: {error_line(record)}", err=True)
+                return
+            if record.result is None:  # skipped: its output is there already
+                return
+            if folder is None:
+                sink.add(record.result)
+            if plots is not None:
+                _plot(record, plots)
 
-                    save_timeline(result, plots[(kind, item)], video=item if kind == "video" else None)
-            except Exception as exc:  # noqa: BLE001 - one bad input must not stop the others
-                failed += 1
-                report_error(exc)
-    if failed:
-        raise typer.Exit(1)
+        summary = run_batch(task, items, claim_dir=folder, report=report, timeout=timeout_s, quiet=quiet,
+                            on_record=on_record, earlier=failed)
+    if folder is not None or summary.interrupted or len(summary.records) > 1:
+        typer.echo(summary.line(task.verb), err=True)
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)
+
+
+def _output_folder(output: str | None) -> Path | None:
+    """``-o`` names a folder when it is one already or ends in '/'."""
+    if output is None or output == "-":
+        return None
+    if output.endswith(("/", os.sep)) or Path(output).is_dir():
+        return Path(output)
+    return None
+
+
+def _plot(record, plots: dict[str, tuple[str, Path]]) -> None:
+    from davel.cli._common import report_error
+    from davel.viewer import save_timeline
+
+    kind, target = plots[record.path]
+    try:
+        save_timeline(record.result, target, video=record.path if kind == "video" else None)
+    except Exception as exc:  # noqa: BLE001 - a plot that fails must not stop the batch
+        report_error(exc)
 
 
 def _plot_targets(plot: Path, inputs: list[tuple[str, str]]) -> dict[tuple[str, str], Path]:

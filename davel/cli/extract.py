@@ -6,7 +6,17 @@ from typing import Optional
 
 import typer
 
-from davel.cli._common import fail, gather_videos, progress_bar, report_error, user_errors
+from davel.cli._common import (
+    REPORT_HELP,
+    SHARD_HELP,
+    TIMEOUT_HELP,
+    batch_settings,
+    fail,
+    gather_videos,
+    output_folder,
+    report_failures,
+    user_errors,
+)
 
 
 @user_errors
@@ -24,6 +34,9 @@ def extract_command(
     crop: int = typer.Option(224, "--crop", help="Centre crop fed to I3D (non-standard if not 224)."),
     raft_iterations: int = typer.Option(20, "--raft-iterations", help="RAFT refinement steps (non-standard if not 20)."),
     no_flow: bool = typer.Option(False, "--no-flow", help="Skip optical flow (flow features written as zeros): fast, non-standard."),
+    timeout: float = typer.Option(300.0, "--timeout", metavar="S", help=TIMEOUT_HELP),
+    report: Optional[Path] = typer.Option(None, "--report", metavar="FILE", help=REPORT_HELP),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help=SHARD_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Extract UnAV-100 features (I3D rgb + flow, VGGish) from raw videos.
@@ -31,11 +44,20 @@ def extract_command(
     The defaults reproduce the published features; --short-side, --crop,
     --raft-iterations and --no-flow trade faithfulness for speed (for your own
     training and experiments only).
-    """
-    from davel.errors import DavelError
-    from extractors import decode, feature_files
-    from extractors.extract import ExtractionSettings, FeatureExtractor
 
+    Several processes (on one machine or many) may run the same command on the
+    same videos and output folder: they share the work through claim files,
+    and a run killed at any point is resumed by running it again.
+
+    Exit codes: 0 every input done (or skipped: already done), 1 some input
+    failed or timed out, 2 usage error (bad options, an output folder that
+    cannot be written), 130 interrupted (Ctrl-C).
+    """
+    from davel.batch.runner import in_shard, precheck, run_batch, write_report
+    from davel.batch.tasks import Item
+    from davel.errors import DavelError
+
+    timeout_s, shard_spec = batch_settings(timeout, shard)
     paths = gather_videos(videos or [], directory, recursive, listing)
     if not paths:
         fail("no videos given (pass files, --dir or --list)", 2)
@@ -44,6 +66,17 @@ def extract_command(
         if p.stem in stems and stems[p.stem] != p:
             fail(f"two videos share the output stem '{p.stem}': {stems[p.stem]} and {p}", 2)
         stems[p.stem] = p
+    items = [item for item in (Item(str(p)) for p in stems.values()) if in_shard(item, shard_spec)]
+    # missing or unreadable files are told before any model (or torch) is loaded
+    items, failed = precheck(items)
+    report_failures(failed)
+    if not items:
+        summary = write_report(failed, report)
+        typer.echo(summary.line("extracted"), err=True)
+        raise typer.Exit(summary.exit_code)
+    output_folder(out)
+    from extractors.extract import ExtractionSettings  # torch from here on
+
     settings = ExtractionSettings(vggish_pca=vggish_pca, short_side=short_side, crop=crop,
                                   raft_iterations=raft_iterations, flow=not no_flow)
     try:
@@ -53,24 +86,11 @@ def extract_command(
     if not settings.is_standard():
         typer.echo("davel: warning: non-standard sizes/iterations: these features will not match the "
                    "published UnAV-100 features or checkpoints trained on them", err=True)
-    extractor = FeatureExtractor(weights_dir, device, settings)
-    tb = settings.timebase
-    done = skipped = 0
-    failed: list[str] = []
-    for path in stems.values():
-        if not overwrite and feature_files.is_complete(out, path.stem, extractor.settings_key):
-            skipped += 1
-            continue
-        try:
-            frames = decode.num_frames_estimate(decode.probe(path), tb.fps)
-            total = max(1, tb.num_steps(frames)) if frames is not None else None
-            with progress_bar(total, path.name, quiet) as bar:
-                feats = extractor.extract(path, on_window=bar.update)
-            feature_files.write(out, path.stem, feats)
-            done += 1
-        except Exception as exc:  # noqa: BLE001 - one bad video must not stop the batch
-            failed.append(str(path))
-            report_error(exc)
-    typer.echo(f"extracted {done}, skipped {skipped} (already done), failed {len(failed)}", err=True)
-    if failed:
-        raise typer.Exit(1)
+    from davel.batch.tasks import ExtractTask
+
+    task = ExtractTask(out, settings, weights_dir, device, overwrite)
+    summary = run_batch(task, items, claim_dir=out, report=report, timeout=timeout_s, quiet=quiet,
+                        on_record=lambda record: report_failures([record]), earlier=failed)
+    typer.echo(summary.line(task.verb), err=True)
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)
