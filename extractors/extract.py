@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from extractors import audio as audio_io
-from extractors import decode
+from extractors import decode, memory
 from extractors.devices import resolve_device, strict_fp32
 from extractors.feature_files import Features
 from extractors.i3d import load_i3d
@@ -143,6 +143,14 @@ class FeatureExtractor:
     def extract(self, path: str | Path, on_window: Callable[[int], None] | None = None) -> Features:
         """Features of one video; raises InputError (one line) for unusable input."""
         info = decode.probe(path)
+        memory.configure_allocator()
+        try:
+            return self._extract(path, info, on_window)
+        finally:
+            memory.release_free_memory()
+
+    def _extract(self, path: str | Path, info: decode.VideoInfo,
+                 on_window: Callable[[int], None] | None) -> Features:
         visual, vggish, pca = self.load_networks()
         tb = self.settings.timebase
         count = [0]

@@ -219,7 +219,7 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
 
 @torch.no_grad()
 def embed_examples(examples: np.ndarray, model: VGGish, device: torch.device | str = "cpu",
-                   batch_size: int = 256) -> Tensor:
+                   batch_size: int = 32) -> Tensor:
     """``float32 [N, 96, 64]`` -> raw embeddings ``[N, 128]`` (on ``device``), in batches."""
     rows = []
     for start in range(0, len(examples), batch_size):
@@ -230,7 +230,7 @@ def embed_examples(examples: np.ndarray, model: VGGish, device: torch.device | s
 
 @torch.no_grad()
 def vggish_features(track: AudioTrack, model: VGGish, pca: VGGishPCA | None = None,
-                    device: torch.device | str = "cpu", batch_size: int = 256) -> np.ndarray:
+                    device: torch.device | str = "cpu", batch_size: int = 32) -> np.ndarray:
     """Decoded audio -> VGGish features ``float32 [N, 128]``, one row per 0.32 s.
 
     Row ``k`` covers ``[0.32 k, 0.32 k + 0.96)`` s of the decoded audio. Raw

@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from davel.cli.cache import cache_app
 from davel.cli.detect import detect_command
 from davel.cli.evaluate import eval_command
 from davel.cli.extract import extract_command
@@ -22,6 +23,7 @@ app.command("train")(train_command)
 app.command("eval")(eval_command)
 app.command("plot")(plot_command)
 app.command("view")(view_command)
+app.add_typer(cache_app, name="cache")
 
 
 
