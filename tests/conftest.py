@@ -25,3 +25,31 @@ def standin_weights(tmp_path_factory) -> Path:
     from weights.standin_files import write_standins
 
     return write_standins(tmp_path_factory.mktemp("weights"), salt=0, detectors=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A tiny UnAV checkpoint in the official layout (``module.`` keys, EMA weights) with
+    four class names: cheap to load, for tests of the chain around the model."""
+    import torch
+
+    from davel.detectors.unav import UnAVDetector
+
+    torch.manual_seed(0)
+    m = UnAVDetector(embd_dim=32, head_dim=32, num_classes=4, dependency_dim=16)
+    path = tmp_path_factory.mktemp("tiny") / "tiny_unav.pth"
+    torch.save({"state_dict_ema": {f"module.{k}": v for k, v in m.state_dict().items()},
+                "davel": {"labels": ["dog", "car", "bell", "guitar"],
+                          "timebase": {"fps": 25.0, "stride": 8, "window": 24}}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one thread is faster than two contending ones (CPU-time budget)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

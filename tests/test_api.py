@@ -15,22 +15,11 @@ from typer.testing import CliRunner
 
 import davel
 from davel.cli import app
-from davel.detectors.unav import UnAVDetector
 
 from media import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    m = UnAVDetector(embd_dim=32, head_dim=32, num_classes=4, dependency_dim=16)
-    path = tmp_path_factory.mktemp("tiny") / "tiny_unav.pth"
-    torch.save({"state_dict_ema": {f"module.{k}": v for k, v in m.state_dict().items()},
-                "davel": {"labels": ["dog", "car", "bell", "guitar"]}}, path)
-    return path
 
 
 @pytest.fixture

@@ -13,13 +13,7 @@ from davel.train.losses import LossNormalizer, assign_targets, concat_points, de
 D, H = 16, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster than two contending ones (CPU-time budget)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _heads(x: torch.Tensor) -> torch.Tensor:

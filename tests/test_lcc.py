@@ -21,13 +21,7 @@ from davel.detectors.loco import LoCoDetector
 SQRT2 = math.sqrt(2.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster than two contending ones (CPU-time budget)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny_loco(**kwargs) -> LoCoDetector:
