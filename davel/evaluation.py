@@ -17,6 +17,7 @@ What the reference does, including its quirks:
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -32,6 +33,8 @@ from extractors.media import VIDEO_SUFFIXES
 DEFAULT_TIOU_THRESHOLDS = np.linspace(0.1, 0.9, 9)
 _DUPLICATE_TOL = 1e-3
 _OFFICIAL_KEYS = ("video-id", "t-start", "t-end", "label", "score")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -130,32 +133,62 @@ def video_id_from_name(name: str) -> str:
     return stem if dot and stem and f".{suffix.lower()}" in _MEDIA_SUFFIXES else base
 
 
+def _number(value: Any, what: str, where: str) -> float:
+    # bool is an int to Python, never a time or a score to a user
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise EvaluationError(f"{where}: {what} must be a number, got {value!r:.60}")
+    try:
+        return float(value)
+    except ValueError:
+        raise EvaluationError(f"{where}: {what} must be a number, got {value!r:.60}") from None
+
+
+def _label_id(value: Any, where: str) -> int:
+    number = _number(value, '"label_id"', where)
+    if not number.is_integer():
+        raise EvaluationError(f"{where}: \"label_id\" must be an integer, got {value!r:.60}")
+    return int(number)
+
+
 def _from_official_columns(d: Mapping) -> SegmentTable:
     return _table(list(d["video-id"]), d["t-start"], d["t-end"], d["label"], d["score"])
 
 
-def _from_official_database(db: Mapping) -> SegmentTable:
+def _from_official_database(db: Mapping, where: str) -> SegmentTable:
     vids, starts, ends, labels, scores = [], [], [], [], []
     for vid, events in db.items():
-        for ev in events:
+        if not isinstance(events, list):
+            raise EvaluationError(f"{where}, video {vid!r}: expected a list of events, got {events!r:.60}")
+        for k, ev in enumerate(events):
+            at = f"{where}, video {vid!r}, event {k}"
+            if not isinstance(ev, Mapping):
+                raise EvaluationError(f"{at}: expected an object, got {ev!r:.60}")
+            seg = ev.get("segment")
+            if not isinstance(seg, (list, tuple)) or len(seg) != 2:
+                raise EvaluationError(f'{at}: "segment" must be [start, end], got {seg!r:.60}')
             vids.append(vid)
-            starts.append(float(ev["segment"][0]))
-            ends.append(float(ev["segment"][1]))
-            labels.append(int(ev["label_id"]))
-            scores.append(float(ev["scores"]))
+            starts.append(_number(seg[0], "the segment start", at))
+            ends.append(_number(seg[1], "the segment end", at))
+            labels.append(_label_id(ev.get("label_id"), at))
+            scores.append(_number(ev.get("scores"), '"scores"', at))
     return _table(vids, starts, ends, labels, scores)
 
 
-def _from_davel_videos(videos: list) -> SegmentTable:
+def _from_davel_videos(videos: list, where: str) -> SegmentTable:
     vids, starts, ends, labels, scores = [], [], [], [], []
-    for video in videos:
+    for n, video in enumerate(videos):
+        if not isinstance(video["video"], str) or not isinstance(video["events"], list):
+            raise EvaluationError(f'{where}, result {n}: "video" must be a string and "events" a list')
         vid = video_id_from_name(video["video"])
-        for ev in video["events"]:
+        for k, ev in enumerate(video["events"]):
+            at = f"{where}, video {vid!r}, event {k}"
+            if not isinstance(ev, Mapping):
+                raise EvaluationError(f"{at}: expected an object, got {ev!r:.60}")
             vids.append(vid)
-            starts.append(float(ev["start"]))
-            ends.append(float(ev["end"]))
-            labels.append(int(ev["label_id"]))
-            scores.append(float(ev["score"]))
+            starts.append(_number(ev.get("start"), '"start"', at))
+            ends.append(_number(ev.get("end"), '"end"', at))
+            labels.append(_label_id(ev.get("label_id"), at))
+            scores.append(_number(ev.get("score"), '"score"', at))
     return _table(vids, starts, ends, labels, scores)
 
 
@@ -170,29 +203,34 @@ def load_predictions(source: Any) -> SegmentTable:
       "label_id": int, "scores": float}]}}``;
     * davel's output: one object per video ``{"video": id_or_path, "events":
       [{"start", "end", "label_id", "score", ...}]}``, alone, in a list, or as JSON Lines.
+
+    Anything else is an :class:`EvaluationError` naming the file and, for a bad
+    event, its video and position.
     """
     if isinstance(source, SegmentTable):
         return source
-    doc = _read_json(source) if isinstance(source, (str, Path)) else source
+    is_file = isinstance(source, (str, Path))
+    where = f"predictions {Path(source).name}" if is_file else "predictions"
+    doc = _read_json(source) if is_file else source
     try:
         if isinstance(doc, Mapping):
             if all(k in doc for k in _OFFICIAL_KEYS):
                 return _from_official_columns(doc)
             if isinstance(doc.get("database"), Mapping):
-                return _from_official_database(doc["database"])
+                return _from_official_database(doc["database"], where)
             if "video" in doc and "events" in doc:
-                return _from_davel_videos([doc])
+                return _from_davel_videos([doc], where)
         elif isinstance(doc, list):
             if not doc:
                 return _table([], [], [], [], [])
             if all(isinstance(r, Mapping) and all(k in r for k in _OFFICIAL_KEYS) for r in doc):
                 return _table(*([r[k] for r in doc] for k in _OFFICIAL_KEYS))
             if all(isinstance(r, Mapping) and "video" in r and "events" in r for r in doc):
-                return _from_davel_videos(doc)
+                return _from_davel_videos(doc, where)
     except (KeyError, TypeError, IndexError, ValueError) as e:
-        raise EvaluationError(f"malformed predictions ({type(e).__name__}: {e})") from e
+        raise EvaluationError(f"{where}: malformed ({type(e).__name__}: {e})") from e
     raise EvaluationError(
-        "unrecognised predictions layout: expected video-id/t-start/t-end/label/score "
+        f"{where}: unrecognised layout: expected video-id/t-start/t-end/label/score "
         'columns, a {"database": ...} object, or {"video", "events"} objects')
 
 
@@ -318,6 +356,8 @@ def evaluate_map(
     if len(gt) == 0:
         raise EvaluationError(f"no ground-truth events in subset {subset!r}")
     preds = load_predictions(predictions)
+    if len(preds) == 0:
+        log.warning("no predictions at all: every ground-truth event counts as missed (mAP 0)")
     thresholds = np.asarray(tiou_thresholds, dtype=np.float64).reshape(-1)
     per_class = average_precision_by_class(gt, preds, thresholds)
     ap = np.stack(list(per_class.values()), axis=1)  # [n_thr, n_classes]

@@ -40,6 +40,9 @@ class VideoInfo:
 
 def _video_stream(container: av.container.InputContainer, path: str | Path) -> av.video.stream.VideoStream:
     stream = pick_video_stream(container.streams.video)
+    if stream is None and not len(container.streams):
+        # a damaged index (moov) hides every stream, not only the video
+        raise InputError(f"{path}: no stream can be read (damaged or unsupported file)")
     if stream is None:
         raise InputError(f"{path}: has no video stream")
     return stream

@@ -116,9 +116,39 @@ def _files(prefix: Path) -> dict[str, Path]:
     return davel_layout
 
 
+def _check_npy_header(f: Path) -> None:
+    """InputError (one line) unless ``f`` starts with a NumPy header and holds all the data
+    it announces: np.load would take a zip for an .npz, and say little about a cut file."""
+    try:
+        with open(f, "rb") as fh:
+            if fh.read(6) != b"\x93NUMPY":
+                raise InputError(f"{f} is not a .npy file (no NumPy header)")
+            fh.seek(0)
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:  # a later format: np.load alone judges it
+                return
+            offset = fh.tell()
+    except OSError as exc:
+        raise InputError(f"{f} cannot be read ({exc.strerror or exc})") from exc
+    except (ValueError, SyntaxError, TypeError) as exc:
+        raise InputError(f"{f} is not a readable .npy file (damaged header)") from exc
+    if dtype.hasobject:
+        raise InputError(f"{f} holds Python objects, not numbers")
+    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    have = f.stat().st_size - offset
+    if have < need:
+        raise InputError(f"{f} is truncated: its header announces shape {tuple(shape)} {dtype} "
+                         f"({need} bytes) but {have} bytes follow")
+
+
 def _load(f: Path, mmap: bool = False) -> np.ndarray:
     if not f.is_file():
         raise InputError(f"missing feature file {f}")
+    _check_npy_header(f)
     try:  # with mmap, only the header is read
         a = np.load(f, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -152,6 +182,9 @@ def read(prefix: str | Path) -> Features:
     if arrays["rgb"].shape[0] != arrays["flow"].shape[0] or (
             arrays["flow"].shape[1] and arrays["rgb"].shape != arrays["flow"].shape):
         raise InputError(f"{prefix}: rgb {arrays['rgb'].shape} and flow {arrays['flow'].shape} differ in shape")
-    if not all(np.all(np.isfinite(a)) for a in arrays.values()):
-        raise InputError(f"{prefix}: features contain NaN or infinity")
+    for s, a in arrays.items():
+        bad = ~np.isfinite(a)
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            raise InputError(f"{prefix}: {s} features contain NaN or infinity (first at row {row})")
     return Features(**arrays, meta=read_meta(prefix) or {})

@@ -5,6 +5,7 @@ container is the video or the audio, so both decoders agree on a file.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,12 +26,20 @@ def reason(exc: BaseException) -> str:
 
 
 def open_container(path: str | Path) -> av.container.InputContainer:
-    """Open ``path`` for reading; InputError (one line) when it is missing, a folder or unreadable."""
+    """Open ``path`` for reading; InputError (one line) when it is missing, a folder, not a
+    regular file, empty or unreadable."""
     p = Path(path)
     if not p.exists():
+        if p.is_symlink():
+            raise InputError(f"{p}: broken symbolic link (its target {os.readlink(p)} does not exist)")
         raise InputError(f"{p}: no such file")
     if p.is_dir():
         raise InputError(f"{p}: is a directory, not a video")
+    if not p.is_file():
+        # FFmpeg would wait forever for a writer on a named pipe
+        raise InputError(f"{p}: not a regular file (a pipe, socket or device)")
+    if p.stat().st_size == 0:
+        raise InputError(f"{p}: empty file (0 bytes)")
     try:
         return av.open(str(p), metadata_errors="ignore")
     except av.error.FFmpegError as exc:

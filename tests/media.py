@@ -31,21 +31,27 @@ def read_index(frame: np.ndarray) -> int:
 
 def write_video(path: Path, n: int, fps: float = 25, durations_ms: list[int] | None = None,
                 audio: str | None = "aac", seconds_audio: float | None = None,
-                size: tuple[int, int] = (W, H), codec: str = "libx264") -> Path:
+                size: tuple[int, int] = (W, H), codec: str = "libx264", pix_fmt: str = "yuv420p",
+                audio_rate: int | None = None, layout: str = "stereo", fmt: str | None = None,
+                options: dict | None = None) -> Path:
     """``n`` index frames at ``fps`` (or variable: per-frame durations in ms cycling),
-    with an optional audio track (a tone) in ``audio`` codec."""
-    c = av.open(str(path), "w")
-    s = c.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-    s.width, s.height = size
-    s.pix_fmt = "yuv420p"
-    if codec == "libx264":
+    with an optional audio track (a tone) in ``audio`` codec, at ``audio_rate`` Hz
+    (default 44.1 kHz, 48 kHz for Opus) in channel ``layout``; ``n=0``: audio only.
+    ``fmt`` and ``options`` go to the muxer (e.g. ``{"movflags": "faststart"}``)."""
+    c = av.open(str(path), "w", format=fmt, options=options or {})
+    s = None
+    if n:
+        s = c.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        s.width, s.height = size
+        s.pix_fmt = pix_fmt
+    if s is not None and codec == "libx264":
         s.options = {"crf": "12", "preset": "ultrafast"}
-    if durations_ms:
+    if s is not None and durations_ms:
         s.codec_context.time_base = Fraction(1, 1000)
     a = None
     if audio:
-        a = c.add_stream(audio, rate=44100 if audio != "libopus" else 48000)
-        a.layout = "stereo"
+        a = c.add_stream(audio, rate=audio_rate or (44100 if audio != "libopus" else 48000))
+        a.layout = layout
     t = 0
     for i in range(n):
         f = av.VideoFrame.from_ndarray(index_frame(i, *size), format="rgb24")
@@ -54,22 +60,27 @@ def write_video(path: Path, n: int, fps: float = 25, durations_ms: list[int] | N
             t += durations_ms[i % len(durations_ms)]
         for p in s.encode(f):
             c.mux(p)
-    for p in s.encode():
-        c.mux(p)
+    if s is not None:
+        for p in s.encode():
+            c.mux(p)
     if a is not None:
         sr = a.rate
         total = int(sr * (seconds_audio if seconds_audio is not None else n / fps))
         tt = np.arange(total) / sr
         wave = (0.3 * np.sin(2 * np.pi * 440 * tt)).astype(np.float32)
-        fmt = a.codec_context.format.name if a.codec_context.format else "fltp"
+        sample_fmt = a.codec_context.format.name if a.codec_context.format else "fltp"
+        channels = a.codec_context.layout.nb_channels
         step = a.codec_context.frame_size or 1024
         pts = 0
         for k in range(0, total, step):
-            chunk = np.stack([wave[k:k + step]] * 2)
-            if fmt.startswith("s16"):
+            chunk = np.stack([wave[k:k + step]] * channels)
+            if sample_fmt.startswith("s16"):
                 chunk = (chunk * 32767).astype(np.int16)
-            frame = av.AudioFrame.from_ndarray(chunk if fmt.endswith("p") else chunk.T.reshape(1, -1).copy(),
-                                               format=fmt, layout="stereo")
+            elif sample_fmt.startswith("s32"):
+                chunk = (chunk * 2147483647).astype(np.int32)
+            packed = chunk.T.reshape(1, -1).copy()
+            frame = av.AudioFrame.from_ndarray(chunk if sample_fmt.endswith("p") else packed,
+                                               format=sample_fmt, layout=layout)
             frame.sample_rate, frame.pts = sr, pts
             pts += chunk.shape[1]
             for p in a.encode(frame):

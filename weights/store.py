@@ -15,6 +15,7 @@ import json
 import os
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -202,6 +203,7 @@ def load_state(path: Path, allow_numpy: bool = False) -> Any:
 
     A file that needs any other pickle code is refused with one line.
     """
+    _check_readable_checkpoint(path)
     try:
         if allow_numpy:
             with torch.serialization.safe_globals(_numpy_allow_list()):
@@ -217,6 +219,22 @@ def load_state(path: Path, allow_numpy: bool = False) -> Any:
         raise WeightsError(f"{path} is not a readable weights file (not a torch checkpoint)") from exc
     except Exception as exc:  # torch's safe unpickler raises assorted types on non-checkpoints
         raise WeightsError(f"{path} is not a readable weights file ({first_line(exc)})") from exc
+
+
+def _check_readable_checkpoint(path: Path) -> None:
+    """WeightsError for an empty file or a cut zip archive (torch's own errors for these
+    are an EOFError "empty" and an OSError "Invalid argument")."""
+    try:
+        size = Path(path).stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise WeightsError(f"{path} cannot be read ({exc.strerror or exc})") from exc
+    if size == 0:
+        raise WeightsError(f"{path} is not a readable weights file (empty file, 0 bytes)")
+    if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+        raise WeightsError(f"{path} is not a readable weights file (truncated or damaged: "
+                           f"its zip archive has no end record; download or copy it again)")
 
 
 def first_line(exc: BaseException, limit: int = 160) -> str:
