@@ -52,7 +52,7 @@ from weights.atomic import PART_SUFFIX, temp_path_for
 log = logging.getLogger(__name__)
 
 INLINE_ENV = "DAVEL_BATCH_INLINE"
-DEFAULT_TIMEOUT = 300.0
+DEFAULT_TIMEOUT = 1800.0
 POLL = 0.2  # seconds between looks at the worker's pipe (and at claims held elsewhere)
 HEARTBEAT = 10.0  # seconds between claim heartbeats; far below claims.STALE_AFTER
 WARMUP_LIMIT = 600.0  # seconds a worker may take to load its models

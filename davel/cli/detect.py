@@ -35,7 +35,7 @@ def detect_command(
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Keep at most K events per video (default: 100 per 224-step window)."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help="json, jsonl, csv, srt or vtt (default: from -o, else json)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw each video's timeline: a .png/.svg/.pdf file for one input, a folder for several (see `davel plot`)."),
-    timeout: float = typer.Option(300.0, "--timeout", metavar="S", help=TIMEOUT_HELP),
+    timeout: float = typer.Option(1800.0, "--timeout", metavar="S", help=TIMEOUT_HELP),
     report: Optional[Path] = typer.Option(None, "--report", metavar="FILE", help=REPORT_HELP),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help=SHARD_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="With -o FOLDER: redo inputs whose output exists."),

@@ -34,7 +34,7 @@ def extract_command(
     crop: int = typer.Option(224, "--crop", help="Centre crop fed to I3D (non-standard if not 224)."),
     raft_iterations: int = typer.Option(20, "--raft-iterations", help="RAFT refinement steps (non-standard if not 20)."),
     no_flow: bool = typer.Option(False, "--no-flow", help="Skip optical flow (flow features written as zeros): fast, non-standard."),
-    timeout: float = typer.Option(300.0, "--timeout", metavar="S", help=TIMEOUT_HELP),
+    timeout: float = typer.Option(1800.0, "--timeout", metavar="S", help=TIMEOUT_HELP),
     report: Optional[Path] = typer.Option(None, "--report", metavar="FILE", help=REPORT_HELP),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help=SHARD_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
