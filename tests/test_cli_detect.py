@@ -126,7 +126,7 @@ def test_bad_inputs_never_overwrite_earlier_results(checkpoints, feature_dir, tm
     np.save(tmp_path / "bad_flow.npy", np.zeros((4, 1024), np.float32))  # shape mismatch
     np.save(tmp_path / "bad_vggish.npy", np.zeros((5, 128), np.float32))
     for args, needle in [
-        (["--features", str(tmp_path / "nothing")], "no feature files"),  # checked before the model loads
+        (["--features", str(tmp_path / "nothing")], "missing feature file"),  # checked before the model loads
         (["--features", str(bad)], "differ in shape"),
     ]:
         res = runner.invoke(app, ["detect", *args, "--checkpoint", str(checkpoints["unav"]), "-o", str(out)])

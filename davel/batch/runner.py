@@ -45,8 +45,8 @@ from typing import Any
 from davel.batch import worker as worker_module
 from davel.batch.claims import STALE_AFTER, Claim, claim_path, try_claim
 from davel.batch.records import FAILED, SKIPPED, TIMED_OUT, Record, ReportFile, Summary, reason_of
-from davel.batch.tasks import Item, Task, check_video
-from davel.errors import DavelError, InputError, OutputError
+from davel.batch.tasks import Item, Task, check_features, check_video
+from davel.errors import DavelError, OutputError
 from weights.atomic import PART_SUFFIX, temp_path_for
 
 log = logging.getLogger(__name__)
@@ -90,11 +90,7 @@ def check_input(item: Item) -> None:
     if item.kind == "video":
         check_video(item.path)
         return
-    from extractors import feature_files
-
-    if not feature_files.has_features(Path(item.path).parent, Path(item.path).name):
-        raise InputError(f"{item.path}: no feature files (expected {item.path}_rgb.npy, "
-                         f"_flow.npy and _vggish.npy)")
+    check_features(item.path)
 
 
 def precheck(items: Iterable[Item], check: Callable[[Item], None] = check_input) -> tuple[list[Item], list[Record]]:

@@ -61,6 +61,17 @@ def check_video(path: str | Path) -> None:
         raise InputError(f"{path}: empty file (0 bytes)")
 
 
+def check_features(path: str | Path) -> None:
+    """Cheap check of a ``DIR/STEM`` features input: its arrays are there."""
+    from extractors import feature_files
+
+    prefix = Path(path)
+    if not feature_files.has_features(prefix.parent, prefix.name):
+        wanted = feature_files.paths(prefix.parent, prefix.name)
+        missing = [wanted[s].name for s in feature_files.STREAMS if not wanted[s].is_file()]
+        raise InputError(f"{path}: missing feature file {missing[0] if missing else wanted['rgb'].name}")
+
+
 class Task:
     """What every task has: ``check`` (cheap, before models), ``is_done`` (its outputs
     exist), ``run`` (the work; raises for a bad input) and ``process`` (all of it,
@@ -217,11 +228,7 @@ class DetectTask(Task):
 
     def check(self, item: Item) -> None:
         if item.kind == "features":
-            from extractors import feature_files
-
-            if not feature_files.has_features(Path(item.path).parent, Path(item.path).name):
-                raise InputError(f"{item.path}: no feature files (expected {item.path}_rgb.npy, "
-                                 f"_flow.npy and _vggish.npy)")
+            check_features(item.path)
         else:
             super().check(item)
 
