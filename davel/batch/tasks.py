@@ -49,6 +49,8 @@ def check_video(path: str | Path) -> None:
         st = p.stat()
     except OSError as exc:
         missing = isinstance(exc, FileNotFoundError)
+        if missing and p.is_symlink():
+            raise InputError(f"{path}: broken symbolic link (its target {os.readlink(p)} does not exist)") from exc
         reason = "no such file (or a dangling link)" if missing else (exc.strerror or str(exc))
         raise InputError(f"{path}: {reason}") from exc
     if stat.S_ISDIR(st.st_mode):
