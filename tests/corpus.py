@@ -16,14 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 
 from weights.standin import standin_state_dict
 from weights.standin_files import official_checkpoint
 
-from media import index_frame, write_video
+from media import write_video, write_with_cover_art
 
 DONE, WARNING, FAILED = "done", "warning", "failed"
 SIZE = (64, 48)  # upscaled to the 128 short side: tiny files, same work for I3D
@@ -117,32 +116,8 @@ def _rotated(name: str) -> Callable[[Path], None]:
 def _with_cover_art(name: str, video: bool) -> Callable[[Path], None]:
     """An mp4/m4a with an attached picture (cover art), with or without a real video stream."""
     def build(d: Path) -> None:
-        c = av.open(str(d / name), "w", format="mp4")
-        art = c.add_stream("mjpeg", rate=1)
-        art.width, art.height, art.pix_fmt = 96, 96, "yuvj420p"
-        art.disposition = av.stream.Disposition.attached_pic
-        streams = []
-        if video:
-            v = c.add_stream("libx264", rate=25)
-            v.width, v.height, v.pix_fmt = *SIZE, "yuv420p"
-            streams.append(v)
-        a = c.add_stream("aac", rate=44100)
-        for p in art.encode(av.VideoFrame.from_ndarray(np.full((96, 96, 3), 200, np.uint8), format="rgb24")):
-            c.mux(p)
-        for v in streams:
-            for i in range(FRAMES):
-                for p in v.encode(av.VideoFrame.from_ndarray(index_frame(i, *SIZE), format="rgb24")):
-                    c.mux(p)
-            for p in v.encode():
-                c.mux(p)
-        for k in range(FRAMES * 44100 // 25 // 1024 + 1):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 44100, 1024 * k
-            for p in a.encode(frame):
-                c.mux(p)
-        for p in a.encode():
-            c.mux(p)
-        c.close()
+        write_with_cover_art(d / name, art=(96, 96), audio_blocks=FRAMES * 44100 // 25 // 1024 + 1,
+                             video_frames=FRAMES if video else 0, size=SIZE)
 
     return build
 

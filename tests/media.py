@@ -1,6 +1,7 @@
 """Small synthetic media files for tests, written with PyAV (no ffmpeg binary)."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 
@@ -27,6 +28,49 @@ def read_index(frame: np.ndarray) -> int:
     h, w = frame.shape[:2]
     bw = w // 8
     return sum(1 << b for b in range(8) if frame[: h // 3, b * bw:(b + 1) * bw].mean() > 127)
+
+
+def encode_frames(container, stream, frames: Iterable[np.ndarray]) -> None:
+    """Encode RGB ``frames`` into ``stream`` and flush it (every packet muxed)."""
+    for img in frames:
+        for p in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            container.mux(p)
+    for p in stream.encode():
+        container.mux(p)
+
+
+def encode_silence(container, stream, blocks: int) -> None:
+    """``blocks`` frames of 1024 silent mono samples at 44.1 kHz, then a flush."""
+    for k in range(blocks):
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 44100, 1024 * k
+        for p in stream.encode(frame):
+            container.mux(p)
+    for p in stream.encode():
+        container.mux(p)
+
+
+def write_with_cover_art(path: Path, art: tuple[int, int] = (64, 64), audio_blocks: int = 20,
+                         video_frames: int = 0, size: tuple[int, int] = (W, H)) -> Path:
+    """An mp4/m4a whose first "video" stream is an attached picture (cover art, ``art`` = w, h),
+    with ``audio_blocks`` of silence (none: no audio stream) and, when ``video_frames`` > 0, a
+    real video stream of index frames as well."""
+    c = av.open(str(path), "w", format="mp4")
+    pic = c.add_stream("mjpeg", rate=1)
+    pic.width, pic.height, pic.pix_fmt = *art, "yuvj420p"
+    pic.disposition = av.stream.Disposition.attached_pic
+    v = None
+    if video_frames:
+        v = c.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = *size, "yuv420p"
+    a = c.add_stream("aac", rate=44100) if audio_blocks else None
+    encode_frames(c, pic, [np.full((art[1], art[0], 3), 200, np.uint8)])
+    if v is not None:
+        encode_frames(c, v, (index_frame(i, *size) for i in range(video_frames)))
+    if a is not None:
+        encode_silence(c, a, audio_blocks)
+    c.close()
+    return Path(path)
 
 
 def write_video(path: Path, n: int, fps: float = 25, durations_ms: list[int] | None = None,

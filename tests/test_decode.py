@@ -12,7 +12,7 @@ import pytest
 from davel.errors import InputError
 from extractors.decode import iter_frames, probe, resize_short_side
 
-from media import index_frame, read_index, write_video
+from media import index_frame, read_index, write_video, write_with_cover_art
 
 # Source frame chosen for each 25 fps output frame by `ffmpeg -i X -filter:v fps=fps=25`
 # (ffmpeg 5.1), measured on the files these tests write.
@@ -89,30 +89,10 @@ def test_truncated_mp4_without_its_index_is_a_one_line_error(fixtures, tmp_path)
     assert "\n" not in str(err.value)
 
 
-def _with_cover_art(path, art_size=(128, 128), video_size=(64, 48), n=30):
-    """An mp4 whose cover art (an attached picture, larger than the video) is a video stream too."""
-    c = av.open(str(path), "w")
-    video = c.add_stream("libx264", rate=25)
-    video.width, video.height = video_size
-    video.pix_fmt = "yuv420p"
-    art = c.add_stream("mjpeg", rate=1)
-    art.width, art.height = art_size
-    art.pix_fmt = "yuvj420p"
-    art.disposition = av.stream.Disposition.attached_pic
-    for p in art.encode(av.VideoFrame.from_ndarray(np.full((*art_size[::-1], 3), 200, np.uint8),
-                                                   format="rgb24")):
-        c.mux(p)
-    for i in range(n):
-        for p in video.encode(av.VideoFrame.from_ndarray(index_frame(i, *video_size), format="rgb24")):
-            c.mux(p)
-    for p in video.encode():
-        c.mux(p)
-    c.close()
-    return path
-
-
 def test_cover_art_is_never_the_video_stream(tmp_path):
-    path = _with_cover_art(tmp_path / "cover.mp4")
+    # the cover art (first, larger than the video) is a video stream too
+    path = write_with_cover_art(tmp_path / "cover.mp4", art=(128, 128), audio_blocks=0, video_frames=30,
+                                size=(64, 48))
     with av.open(str(path)) as c:
         assert any(s.disposition & av.stream.Disposition.attached_pic for s in c.streams.video)
     info = probe(path)
@@ -125,21 +105,7 @@ def test_cover_art_is_never_the_video_stream(tmp_path):
 def test_a_music_file_with_cover_art_has_no_video(tmp_path):
     # an .m4a with an attached picture: the picture is a "video stream" but not a video
     path = tmp_path / "song.m4a"
-    c = av.open(str(path), "w", format="mp4")
-    art = c.add_stream("mjpeg", rate=1)
-    art.width, art.height, art.pix_fmt = 64, 64, "yuvj420p"
-    art.disposition = av.stream.Disposition.attached_pic
-    audio = c.add_stream("aac", rate=44100)
-    for p in art.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), 200, np.uint8), format="rgb24")):
-        c.mux(p)
-    for k in range(20):
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = 44100, 1024 * k
-        for p in audio.encode(frame):
-            c.mux(p)
-    for p in audio.encode():
-        c.mux(p)
-    c.close()
+    write_with_cover_art(path)
     with av.open(str(path)) as c:
         assert [bool(s.disposition & av.stream.Disposition.attached_pic) for s in c.streams.video] == [True]
     with pytest.raises(InputError, match="has no video stream"):

@@ -22,7 +22,7 @@ from extractors.extract import ExtractionSettings, FeatureExtractor, decoded_dur
 from extractors.timebase import I3D_VGGISH
 from weights import store
 
-from media import write_video
+from media import encode_frames, write_video
 
 
 @pytest.fixture
@@ -55,12 +55,7 @@ def live_webm(path: Path, n: int = 50) -> Path:
         s = c.add_stream("libvpx-vp9", rate=25)
         s.width, s.height = 64, 48
         s.pix_fmt = "yuv420p"
-        for i in range(n):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), (i * 5) % 255, np.uint8), format="rgb24")
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+        encode_frames(c, s, (np.full((48, 64, 3), (i * 5) % 255, np.uint8) for i in range(n)))
         c.close()
     return path
 

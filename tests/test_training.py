@@ -501,6 +501,7 @@ def test_detect_extracts_with_the_training_features_settings(tmp_path, monkeypat
             return read(feats / "test_0")
 
     monkeypatch.setattr(extractors.cache, "FeatureCache", FakeExtractor)
+    monkeypatch.setenv("DAVEL_BATCH_INLINE", "1")  # the fake lives in this process, not in a worker
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"not read by the fake extractor")
     res = runner.invoke(app, ["detect", str(video), "--checkpoint", str(tmp_path / "run" / "last.pth"),
