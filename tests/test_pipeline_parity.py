@@ -65,6 +65,7 @@ def test_vggish_pca_option(extracted, fixtures, standin_weights, tmp_path, monke
     # The visual stream is the one above (re-running RAFT would only repeat it).
     rgb, flow = (np.load(extracted / f"sample_a_{s}.npy") for s in ("rgb", "flow"))
     monkeypatch.setattr(VisualFeatureExtractor, "__call__", lambda self, frames, on_window=None: (rgb, flow))
+    monkeypatch.setenv("DAVEL_BATCH_INLINE", "1")  # the patch lives in this process, not in a worker
     res = runner.invoke(app, ["extract", str(fixtures / "media" / "sample_a.mp4"), "-o", str(tmp_path),
                               "--weights-dir", str(standin_weights), "--vggish-pca", "--device", "cpu"])
     assert res.exit_code == 0, res.output
