@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import torch
 
+from extractors import memory
 from extractors.decode import resize_short_side
 from extractors.flow_transform import crop_offset, quantise_flow
 from extractors.i3d import I3D, flow_to_i3d_input, rgb_to_i3d_input
@@ -92,8 +93,12 @@ class VisualFeatureExtractor:
         frames = torch.from_numpy(np.stack([held[i - first] for i in range(need[0], need[-1] + 2)]))
         padded = pad_frames(frames.permute(0, 3, 1, 2).float())
         index = torch.tensor(need) - need[0]
-        flow = self.flow(padded[index], padded[index + 1])  # [P, 2, Hp, Wp]
-        quantised = quantise_flow(flow.cpu(), self.crop).numpy()
+        with memory.network_pass():
+            flow = self.flow(padded[index], padded[index + 1])  # [P, 2, Hp, Wp]
+            quantised = quantise_flow(flow.cpu(), self.crop).numpy()
+            del flow
+        # the fields outlive the pass: copied off the heap it reuses (see extractors.memory)
+        quantised = quantised.copy()
         for j, i in enumerate(need):
             fields[i] = quantised[j]
 
@@ -107,10 +112,12 @@ class VisualFeatureExtractor:
                                   for i in range(k * self.stride, k * self.stride + self.window)])
                         for k in windows])  # [B, 24, 224, 224, 3]
         rgb_in = torch.cat([rgb_to_i3d_input(torch.from_numpy(r)) for r in rgb]).to(self.device)
-        rgb_rows = self.i3d_rgb.features(rgb_in).float().cpu().numpy()
+        with memory.network_pass():
+            rgb_rows = self.i3d_rgb.features(rgb_in).float().cpu().numpy()
         if self.flow is None:
             return rgb_rows, np.zeros_like(rgb_rows)
         flw = np.stack([np.stack([fields[i] for i in range(k * self.stride, k * self.stride + self.window)])
                         for k in windows])  # [B, 24, 2, crop, crop]
         flow_in = torch.cat([flow_to_i3d_input(torch.from_numpy(f)) for f in flw]).to(self.device)
-        return rgb_rows, self.i3d_flow.features(flow_in).float().cpu().numpy()
+        with memory.network_pass():
+            return rgb_rows, self.i3d_flow.features(flow_in).float().cpu().numpy()

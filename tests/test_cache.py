@@ -145,9 +145,17 @@ def test_memory_calls_are_safe_and_repeatable(monkeypatch):
     assert memory.configure_allocator() == first
     memory.release_free_memory()
     memory.release_free_memory()
+    for _ in range(2):
+        with memory.network_pass():
+            x = bytearray(4 << 20)
+        del x
+    with pytest.raises(ValueError), memory.network_pass():  # an error inside still restores and trims
+        raise ValueError
     monkeypatch.setattr(memory.sys, "platform", "darwin")  # elsewhere: no-ops
     assert memory._glibc() is None
     memory.release_free_memory()
+    with memory.network_pass():
+        pass
 
 
 def test_vggish_batch_size_does_not_change_embeddings():
