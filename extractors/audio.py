@@ -186,8 +186,9 @@ def _collect(frames: Iterator[av.AudioFrame], path, codec: str, adts_copy: bool)
         for f in out_frames:
             # Packed s16 comes out as [1, n * channels], interleaved.
             pcm = f.to_ndarray().reshape(-1, channels)
-            # Divide, then average the rows, as the reference does with the WAV.
-            pieces.append((pcm / 32768.0).mean(axis=1))
+            # The exact integer sum of the channels: a quarter of the float64 samples' memory
+            # while a long track is gathered (see the division below).
+            pieces.append(pcm.sum(axis=1, dtype=np.int32))
 
     try:
         for frame in frames:
@@ -205,5 +206,10 @@ def _collect(frames: Iterator[av.AudioFrame], path, codec: str, adts_copy: bool)
         raise InputError(f"{path}: audio cannot be converted ({reason(exc)})") from exc
     if resampler is None:
         raise InputError(f"{path}: no audio frame could be decoded")
-    samples = np.concatenate(pieces) if pieces else np.zeros(0, np.float64)
+    sums = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
+    del pieces[:]
+    # The reference divides by 32768, then averages the channels: the first division is exact
+    # (a power of two) and the sum of the quotients is exact too, so both are one rounding of
+    # sum / (32768 * channels), the same float64 bits as this single division.
+    samples = sums / (32768.0 * channels)
     return AudioTrack(samples, int(rate), int(channels), codec=codec, adts_copy=adts_copy)

@@ -161,6 +161,7 @@ class FeatureExtractor:
                 raise InputError(f"{path}: too short: a feature row needs {tb.window + 1} frames at "
                                  f"{tb.fps:g} fps ({(tb.window + 1) / tb.fps:.2f} s)")
             duration = decoded_duration(info.duration, count[0], tb.fps, str(path))
+            memory.release_free_memory()  # what the visual pass freed, before the whole track is read
             track = audio_io.decode_audio(path)
             if track is None:
                 log.warning("%s: no audio track; the audio stream is treated as silence", path)
