@@ -4,14 +4,18 @@ glibc raises its mmap threshold each time a large block is freed, so later
 frame- and tensor-sized buffers come from the heap and, once freed, stay in
 the process (a 10-minute video reached many GB). Fixing the threshold at
 128 KiB sends such buffers back to the system on free; ``malloc_trim`` after
-each video returns what the heap still keeps. Inside a network's forward pass
-(``network_pass``) the threshold goes up to glibc's own ceiling: there every
-intermediate tensor would otherwise be a fresh mmap with its pages faulted in
-again (a 2 s video at the standard settings on a 2-core CPU: 153 s with the
-low threshold throughout, 91 s so). The pass ends with ``malloc_trim``, which
-hands the pages it freed back, so the heap does not grow from window to
-window (without it a 2-minute video peaked at 2.4x a 10 s one; with it 1.06x). Elsewhere (macOS, musl,
-Windows) both calls are no-ops. ``DAVEL_MALLOC_TUNING=0`` leaves glibc as is.
+each video returns what the heap still keeps.
+
+Inside a network's forward pass (``network_pass``) the threshold goes up to
+glibc's own ceiling: there every intermediate tensor would otherwise be a
+fresh mmap with its pages faulted in again (a 2 s video at the standard
+settings on a 2-core CPU: 153 s with the low threshold throughout, 91 s so).
+The pass ends with ``malloc_trim``, which hands the pages it freed back, so
+the heap does not grow from window to window (without it a 2-minute video
+peaked at 2.4x a 10 s one; with it 1.06x).
+
+Elsewhere (macOS, musl, Windows) all of this is a no-op.
+``DAVEL_MALLOC_TUNING=0`` leaves glibc as is.
 """
 from __future__ import annotations
 

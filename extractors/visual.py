@@ -95,10 +95,7 @@ class VisualFeatureExtractor:
         index = torch.tensor(need) - need[0]
         with memory.network_pass():
             flow = self.flow(padded[index], padded[index + 1])  # [P, 2, Hp, Wp]
-            quantised = quantise_flow(flow.cpu(), self.crop).numpy()
-            del flow
-        # the fields outlive the pass: copied off the heap it reuses (see extractors.memory)
-        quantised = quantised.copy()
+        quantised = quantise_flow(flow.cpu(), self.crop).numpy()
         for j, i in enumerate(need):
             fields[i] = quantised[j]
 
