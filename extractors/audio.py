@@ -15,6 +15,10 @@ channels, in float64, at the source rate.
 
 Like ffmpeg, a packet the decoder rejects is skipped and a read error ends the
 stream; either is reported as a warning with how much audio was kept.
+
+Extraction reads the track in pieces (:func:`open_audio`), so a long video's
+decoded audio is never in memory whole; :func:`decode_audio` gathers the same
+pieces into one array.
 """
 from __future__ import annotations
 
@@ -65,44 +69,135 @@ def silence(seconds: float, sample_rate: int = VGGISH_RATE) -> AudioTrack:
     return AudioTrack(np.zeros(n, np.float64), sample_rate, 1, codec="silence")
 
 
-def decode_audio(path: str | Path) -> AudioTrack | None:
-    """Decode the audio of ``path`` as the reference does (see the module docstring).
+class AudioReader:
+    """An audio stream being decoded: mono float64 pieces at the source rate.
+
+    ``sample_rate`` and ``source_channels`` are those of the first decoded frame
+    (known once the reader is open); ``num_samples`` counts what ``pieces()`` has
+    yielded. Pieces are ``s16 / 32768`` averaged over channels, the same values
+    as :func:`decode_audio`'s whole track cut into pieces. Use as a context
+    manager, or call ``close()``.
+    """
+
+    def __init__(self, path: str | Path, container, frames: Iterator[av.AudioFrame], codec: str,
+                 adts_copy: bool, problems: list[str]) -> None:
+        self.path, self.codec, self.adts_copy = path, codec, adts_copy
+        self._container, self._frames, self._problems = container, frames, problems
+        self.num_samples = 0
+        self._to_s16: av.AudioResampler | None = None  # libswresample: format only, same rate
+        self._flushed = False
+        self._first = self._next_piece()
+        if self._first is None:
+            raise InputError(f"{path}: no audio frame could be decoded")
+
+    @property
+    def duration(self) -> float:
+        """Seconds read so far (the whole track's, once ``pieces()`` is exhausted)."""
+        return self.num_samples / self.sample_rate
+
+    def pieces(self) -> Iterator[np.ndarray]:
+        """The decoded samples, piece by piece; warns at the end if the stream was damaged."""
+        piece = self._first
+        self._first = None
+        while piece is not None:
+            self.num_samples += len(piece)
+            yield piece
+            piece = self._next_piece()
+        _warn_if_damaged(self.path, self.duration, self._problems)
+
+    def _next_piece(self) -> np.ndarray | None:
+        try:
+            for frame in self._frames:
+                if self._to_s16 is None:
+                    self.sample_rate, self.source_channels = int(frame.sample_rate), frame.layout.nb_channels
+                    self._to_s16 = av.AudioResampler(format="s16", layout=frame.layout, rate=frame.sample_rate)
+                elif frame.sample_rate != self.sample_rate or frame.layout.nb_channels != self.source_channels:
+                    raise InputError(f"{self.path}: the audio changes rate or channel count mid-stream "
+                                     f"({self.sample_rate} Hz x {self.source_channels} -> "
+                                     f"{frame.sample_rate} Hz x {frame.layout.nb_channels}); not supported")
+                piece = self._mono(self._to_s16.resample(frame))
+                if len(piece):
+                    return piece
+            if self._to_s16 is not None and not self._flushed:
+                self._flushed = True
+                piece = self._mono(self._to_s16.resample(None))
+                if len(piece):
+                    return piece
+        except av.error.FFmpegError as exc:
+            raise InputError(f"{self.path}: audio cannot be converted ({reason(exc)})") from exc
+        return None
+
+    def _mono(self, frames) -> np.ndarray:
+        """s16 frames -> their channel mean / 32768 as float64."""
+        channels = self.source_channels
+        # Packed s16 comes out as [1, n * channels], interleaved. The exact integer sum of the
+        # channels, divided once: the reference divides by 32768 (exact, a power of two), then
+        # averages, and the sum of the quotients is exact too, so both are one rounding of
+        # sum / (32768 * channels): the same float64 bits.
+        sums = [f.to_ndarray().reshape(-1, channels).sum(axis=1, dtype=np.int32) for f in frames]
+        if not sums:
+            return np.zeros(0, np.float64)
+        return (np.concatenate(sums) if len(sums) > 1 else sums[0]) / (32768.0 * channels)
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> AudioReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_audio(path: str | Path) -> AudioReader | None:
+    """Start decoding the audio of ``path`` as the reference does (see the module docstring).
 
     Returns None when the file has no audio stream (the caller substitutes
     :func:`silence`). Raises InputError (one line) for a missing, unreadable or
-    undecodable file.
+    undecodable file. Only the compressed stream and a piece at a time are held:
+    the decoded track is never in memory whole.
     """
     container = open_container(path)
-    problems: list[str] = []
     try:
         stream = pick_audio_stream(container.streams.audio)
         if stream is None:
+            container.close()
             return None
         codec = stream.codec_context.name
+        problems: list[str] = []
         if codec == "aac":
             adts = _remux_to_adts(container, stream, path, problems)
             if adts is not None:
-                with av.open(adts, "r", format="aac") as raw:
-                    track = _collect(_decode_frames(raw.demux(raw.streams.audio[0]), problems),
-                                     path, codec, adts_copy=True)
-                _warn_if_damaged(path, track, problems)
-                return track
+                container.close()
+                container = av.open(adts, "r", format="aac")
+                frames = _decode_frames(container.demux(container.streams.audio[0]), problems)
+                return AudioReader(path, container, frames, codec, True, problems)
             problems.clear()
             container.close()
             container = open_container(path)
             stream = pick_audio_stream(container.streams.audio)
-        track = _collect(_decode_frames(_demux_until_error(container, stream, problems), problems),
-                         path, codec, adts_copy=False)
-        _warn_if_damaged(path, track, problems)
-        return track
-    finally:
+        frames = _decode_frames(_demux_until_error(container, stream, problems), problems)
+        return AudioReader(path, container, frames, codec, False, problems)
+    except BaseException:
         container.close()
+        raise
 
 
-def _warn_if_damaged(path: str | Path, track: AudioTrack, problems: list[str]) -> None:
+def decode_audio(path: str | Path) -> AudioTrack | None:
+    """The whole decoded track of ``path`` (see :func:`open_audio`); None without audio."""
+    reader = open_audio(path)
+    if reader is None:
+        return None
+    with reader:
+        pieces = list(reader.pieces())
+    return AudioTrack(np.concatenate(pieces), reader.sample_rate, reader.source_channels,
+                      codec=reader.codec, adts_copy=reader.adts_copy)
+
+
+def _warn_if_damaged(path: str | Path, seconds: float, problems: list[str]) -> None:
     if problems:
         log.warning("%s: the audio stream is damaged (%s); %.2f s of audio decoded",
-                    path, "; ".join(dict.fromkeys(problems)), track.duration)
+                    path, "; ".join(dict.fromkeys(problems)), seconds)
 
 
 def resample_to_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -174,42 +269,3 @@ def _decode_frames(packets: Iterable[av.Packet], problems: list[str]) -> Iterato
             yield from decoder.decode(None)
         except av.error.FFmpegError:
             pass
-
-
-def _collect(frames: Iterator[av.AudioFrame], path, codec: str, adts_copy: bool) -> AudioTrack:
-    """s16 at the source rate and layout, / 32768, channel mean; float64 mono."""
-    resampler = None
-    rate = channels = None
-    pieces: list[np.ndarray] = []
-
-    def take(out_frames) -> None:
-        for f in out_frames:
-            # Packed s16 comes out as [1, n * channels], interleaved.
-            pcm = f.to_ndarray().reshape(-1, channels)
-            # The exact integer sum of the channels: a quarter of the float64 samples' memory
-            # while a long track is gathered (see the division below).
-            pieces.append(pcm.sum(axis=1, dtype=np.int32))
-
-    try:
-        for frame in frames:
-            if resampler is None:
-                rate, channels = frame.sample_rate, frame.layout.nb_channels
-                resampler = av.AudioResampler(format="s16", layout=frame.layout, rate=rate)
-            elif frame.sample_rate != rate or frame.layout.nb_channels != channels:
-                raise InputError(f"{path}: the audio changes rate or channel count mid-stream "
-                                 f"({rate} Hz x {channels} -> {frame.sample_rate} Hz x "
-                                 f"{frame.layout.nb_channels}); not supported")
-            take(resampler.resample(frame))
-        if resampler is not None:
-            take(resampler.resample(None))
-    except av.error.FFmpegError as exc:
-        raise InputError(f"{path}: audio cannot be converted ({reason(exc)})") from exc
-    if resampler is None:
-        raise InputError(f"{path}: no audio frame could be decoded")
-    sums = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
-    del pieces[:]
-    # The reference divides by 32768, then averages the channels: the first division is exact
-    # (a power of two) and the sum of the quotients is exact too, so both are one rounding of
-    # sum / (32768 * channels), the same float64 bits as this single division.
-    samples = sums / (32768.0 * channels)
-    return AudioTrack(samples, int(rate), int(channels), codec=codec, adts_copy=adts_copy)

@@ -26,7 +26,7 @@ from extractors.feature_files import Features
 from extractors.i3d import load_i3d
 from extractors.raft import FlowEstimator, load_raft
 from extractors.timebase import I3D_VGGISH, TimeBase
-from extractors.vggish import load_pca, load_vggish, vggish_features
+from extractors.vggish import load_pca, load_vggish, stream_features, vggish_features
 from extractors.visual import VisualFeatureExtractor
 from weights import store
 from weights.errors import InputError
@@ -134,6 +134,20 @@ class FeatureExtractor:
             self._networks = (visual, vggish, pca)
         return self._networks
 
+    def _audio(self, path: str | Path, duration: float, rows: int, vggish,
+               pca) -> tuple[np.ndarray, float | None]:
+        """VGGish rows of the video's audio, read in pieces (memory does not grow with the
+        track's length), and the seconds of audio decoded (None: no audio track)."""
+        reader = audio_io.open_audio(path)
+        if reader is None:
+            log.warning("%s: no audio track; the audio stream is treated as silence", path)
+            tb = self.settings.timebase
+            track = audio_io.silence(max(duration, rows * tb.stride / tb.fps + 1.0))
+            return vggish_features(track, vggish, pca=pca, device=self.device), None
+        with reader:
+            emb = stream_features(reader.pieces(), reader.sample_rate, vggish, pca=pca, device=self.device)
+        return emb, reader.duration
+
     def _settings_key(self) -> str:
         # the time base stays in the key so keys made before it stopped being a setting still match
         desc = {"version": FEATURE_VERSION, **self.settings.record(),
@@ -161,15 +175,12 @@ class FeatureExtractor:
                 raise InputError(f"{path}: too short: a feature row needs {tb.window + 1} frames at "
                                  f"{tb.fps:g} fps ({(tb.window + 1) / tb.fps:.2f} s)")
             duration = decoded_duration(info.duration, count[0], tb.fps, str(path))
-            memory.release_free_memory()  # what the visual pass freed, before the whole track is read
-            track = audio_io.decode_audio(path)
-            if track is None:
-                log.warning("%s: no audio track; the audio stream is treated as silence", path)
-                track = audio_io.silence(max(duration, len(rgb) * tb.stride / tb.fps + 1.0))
-            elif info.duration and track.duration < info.duration - max(1.0, 0.1 * info.duration):
+            memory.release_free_memory()  # what the visual pass freed, before the audio is read
+            emb, audio_seconds = self._audio(path, duration, len(rgb), vggish, pca)
+            short = info.duration and info.duration - max(1.0, 0.1 * info.duration)
+            if audio_seconds is not None and short and audio_seconds < short:
                 log.warning("%s: only %.2f s of audio decode (the container says %.2f s)",
-                            path, track.duration, info.duration)
-            emb = vggish_features(track, vggish, pca=pca, device=self.device)
+                            path, audio_seconds, info.duration)
         meta = {"video": str(path), "settings_key": self.settings_key, "settings": self.settings.record(),
                 "weights": {role: p.name for role, p in self.files.items()},
                 "T": int(len(rgb)), "T_audio": int(len(emb)), "duration": duration,

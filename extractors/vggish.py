@@ -11,7 +11,7 @@ published; the AudioSet PCA + 8-bit quantisation is optional (:class:`VGGishPCA`
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from extractors.audio import VGGISH_RATE, AudioTrack, resample_to_16k
+from extractors.audio import VGGISH_RATE, AudioTrack
+from extractors.resample import resample_pieces
 from weights import store
 from weights.errors import InputError, WeightsError
 
@@ -81,14 +82,14 @@ def log_mel(wave16k: np.ndarray) -> np.ndarray:
     if len(x) < FRAME_LENGTH:
         return np.zeros((0, NUM_BANDS), np.float64)
     frames = np.lib.stride_tricks.sliding_window_view(x, FRAME_LENGTH)[::FRAME_HOP]
-    window = periodic_hann(FRAME_LENGTH)
-    weights = mel_matrix()
-    out = np.empty((len(frames), NUM_BANDS), np.float64)
-    for start in range(0, len(frames), _SPECTRUM_BLOCK):
-        block = frames[start:start + _SPECTRUM_BLOCK] * window
-        magnitude = np.abs(np.fft.rfft(block, FFT_LENGTH))
-        out[start:start + len(block)] = np.dot(magnitude, weights)
-    return np.log(out + LOG_OFFSET)
+    return np.concatenate([_log_mel_rows(frames[start:start + _SPECTRUM_BLOCK])
+                           for start in range(0, len(frames), _SPECTRUM_BLOCK)])
+
+
+def _log_mel_rows(frames: np.ndarray) -> np.ndarray:
+    """``[B, 400]`` frames -> ``float64 [B, 64]`` log-mel rows (one spectrum block)."""
+    magnitude = np.abs(np.fft.rfft(frames * periodic_hann(FRAME_LENGTH), FFT_LENGTH))
+    return np.log(np.dot(magnitude, _MEL) + LOG_OFFSET)
 
 
 def frame_examples(log_mel: np.ndarray, window: int = EXAMPLE_FRAMES,
@@ -109,6 +110,9 @@ def num_examples(num_samples_16k: int) -> int:
         return 0
     frames = 1 + (num_samples_16k - FRAME_LENGTH) // FRAME_HOP
     return 1 + (frames - EXAMPLE_FRAMES) // EXAMPLE_HOP
+
+
+_MEL = mel_matrix()
 
 
 # ---------------------------------------------------------------- model
@@ -242,12 +246,69 @@ def vggish_features(track: AudioTrack, model: VGGish, pca: VGGishPCA | None = No
     """
     if track is None:
         raise ValueError("no audio track: pass extractors.audio.silence(seconds) for silent video")
-    wave = resample_to_16k(track.samples, track.sample_rate)
-    if len(wave) < MIN_SAMPLES_16K:
-        raise InputError(f"audio too short: {len(wave) / VGGISH_RATE:.3f} s, VGGish needs at least "
+    return stream_features([track.samples], track.sample_rate, model, pca, device, batch_size)
+
+
+@torch.no_grad()
+def stream_features(pieces: Iterable[np.ndarray], sample_rate: int, model: VGGish,
+                    pca: VGGishPCA | None = None, device: torch.device | str = "cpu",
+                    batch_size: int = 32) -> np.ndarray:
+    """:func:`vggish_features` of audio given in pieces (e.g. ``AudioReader.pieces()``).
+
+    Memory stays at a spectrum block's worth of audio (82 s at 16 kHz) whatever the
+    length. The numbers are those of the whole-track path: the 16 kHz resampling
+    is bit-identical (``extractors.resample``), and the spectrum blocks, examples
+    and model batches are the ones :func:`log_mel`, :func:`frame_examples` and
+    :func:`embed_examples` form on the whole track.
+    """
+    block_samples = FRAME_LENGTH + (_SPECTRUM_BLOCK - 1) * FRAME_HOP  # one block's frames
+    block_step = _SPECTRUM_BLOCK * FRAME_HOP
+    wave: list[np.ndarray] = []  # 16 kHz samples not yet in a spectrum block
+    held = received = 0
+    rows = np.zeros((0, NUM_BANDS), np.float64)  # log-mel rows from `rows_base` on
+    rows_base = 0
+    examples: list[np.ndarray] = []  # float32 [96, 64], waiting for a full batch
+    embedded: list[Tensor] = []
+    emitted = 0  # examples formed so far
+
+    def add_rows(block: np.ndarray) -> None:
+        nonlocal rows, rows_base, emitted
+        rows = np.concatenate([rows, block]) if len(rows) else block
+        while (emitted * EXAMPLE_HOP + EXAMPLE_FRAMES) - rows_base <= len(rows):
+            at = emitted * EXAMPLE_HOP - rows_base
+            examples.append(rows[at:at + EXAMPLE_FRAMES].astype(np.float32))
+            emitted += 1
+            if len(examples) == batch_size:
+                embedded.append(embed_examples(np.stack(examples), model, device, batch_size))
+                examples.clear()
+        drop = emitted * EXAMPLE_HOP - rows_base
+        rows, rows_base = rows[drop:], rows_base + drop
+
+    def take_blocks(final: bool) -> None:
+        # `wave` starts on a block boundary; a block is taken once its last frame is in
+        # (or at the end, whatever frames are left).
+        nonlocal wave, held
+        while held >= (FRAME_LENGTH if final else block_samples):
+            x = np.concatenate(wave) if len(wave) != 1 else wave[0]
+            frames = np.lib.stride_tricks.sliding_window_view(x, FRAME_LENGTH)[::FRAME_HOP]
+            add_rows(_log_mel_rows(frames[:_SPECTRUM_BLOCK]))
+            if final and len(frames) <= _SPECTRUM_BLOCK:  # every frame is taken
+                wave, held = [], 0
+                return
+            wave, held = [x[block_step:]], len(x) - block_step
+
+    for y in resample_pieces(pieces, sample_rate):
+        wave.append(y)
+        held += len(y)
+        received += len(y)
+        take_blocks(final=False)
+    if received < MIN_SAMPLES_16K:
+        raise InputError(f"audio too short: {received / VGGISH_RATE:.3f} s, VGGish needs at least "
                          f"{MIN_SAMPLES_16K / VGGISH_RATE:.3f} s")
-    examples = frame_examples(log_mel(wave))
-    emb = embed_examples(examples, model, device=device, batch_size=batch_size)
+    take_blocks(final=True)
+    if examples:
+        embedded.append(embed_examples(np.stack(examples), model, device, batch_size))
+    emb = torch.cat(embedded)
     if pca is not None:
         emb = pca.to(emb.device)(emb)
     return emb.float().cpu().numpy()
