@@ -52,15 +52,11 @@ FAST = {"flow": False, "short_side": 128, "crop": 112}
 def write_video(path: Path, seconds: float, seed: int = 0) -> Path:
     """A moving-bar video with a tone, encoded as it goes (nothing held but one frame)."""
     import av
+    from mp4_writer import open_h264_aac
 
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
-    c = av.open(str(path), "w")
-    v = c.add_stream("libx264", rate=FPS)
-    v.width, v.height, v.pix_fmt = W, H, "yuv420p"
-    v.options = {"preset": "ultrafast", "crf": "28"}
-    a = c.add_stream("aac", rate=RATE)
-    a.layout = "stereo"
+    c, v, a = open_h264_aac(path, W, H, FPS, RATE, layout="stereo", crf=28)
     step = a.codec_context.frame_size or 1024
     frames = int(round(seconds * FPS))
     samples = int(round(seconds * RATE))

@@ -54,6 +54,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from mp4_writer import open_h264_aac
 
 FPS = 25
 # 128 px high: `--short-side 128` leaves frames as rendered; shapes stay inside the centre crop
@@ -154,12 +155,7 @@ def render_video(path: Path, spans: list[Span], seconds: float, seed: int, crop:
                       rng.uniform(-crop / 20, crop / 20), rng.uniform(-crop / 20, crop / 20),
                       rng.uniform(0.75, 0.95) * crop) for s in visual}
 
-    container = av.open(str(path), "w")
-    vs = container.add_stream("libx264", rate=FPS)
-    vs.width, vs.height, vs.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-    vs.options = {"crf": "18", "preset": "ultrafast"}
-    aus = container.add_stream("aac", rate=SAMPLE_RATE)
-    aus.layout = "mono"
+    container, vs, aus = open_h264_aac(path, WIDTH, HEIGHT, FPS, SAMPLE_RATE)
 
     for i in range(n_frames):
         t = i / FPS

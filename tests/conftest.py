@@ -19,6 +19,14 @@ def fixtures() -> Path:
     return FIXTURES
 
 
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> tuple[Path, Path]:
+    """The tiny training set of :func:`helpers.make_dataset`: (annotations, features)."""
+    from helpers import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("tiny_data"))
+
+
 @pytest.fixture(scope="session")
 def standin_weights(tmp_path_factory) -> Path:
     """Extractor weights (salt 0, original layouts and file names) written once per session."""

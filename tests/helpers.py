@@ -113,6 +113,12 @@ def assert_same_events(events: Sequence[dict], expected: Sequence, time_tol: flo
 DIM_RGB, DIM_AUD = 6, 4
 
 
+# Training settings small enough for a test: two epochs of a 16-wide model on
+# :func:`make_dataset`'s ten videos.
+TINY = dict(epochs=2, warmup_epochs=1, batch_size=3, lr=2e-3, embd_dim=16, head_dim=16,
+            dependency_dim=4, max_seq_len=32, ema_decay=0.9)
+
+
 def make_dataset(root: Path, n_train: int = 6, n_val: int = 2, n_test: int = 2, seed: int = 0,
                  classes: int = 2, dims: tuple[int, int] = (DIM_RGB, DIM_AUD)) -> tuple[Path, Path]:
     """Annotations + features where class c raises rgb channels 2c..2c+1 and audio channel c

@@ -114,6 +114,19 @@ def test_wa_pooling_is_mask_aware():
     torch.testing.assert_close(s1[:, :, 1], wa.scale(pooled[..., None])[..., 0], rtol=0, atol=1e-6)
 
 
+def _assert_same_attention(ref, other, lengths: list[int]):
+    """``other`` gives ``ref``'s output and mask (to 1e-6) on random inputs as long as the
+    first of ``lengths``, with those valid lengths: ``(x_kv, x_q, mask, ref's output)``."""
+    total = lengths[0]
+    x_kv, x_q = torch.randn(len(lengths), D, total), torch.randn(len(lengths), D, total)
+    mask = _mask(lengths, total)
+    expected, expected_mask = ref(x_kv, x_q, mask)
+    out, out_mask = other(x_kv, x_q, mask)
+    assert torch.equal(out_mask, expected_mask)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+    return x_kv, x_q, mask, expected
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("mode", ["sliding", "window"])
 def test_zero_wa_equals_fixed(stride, mode):
@@ -123,12 +136,7 @@ def test_zero_wa_equals_fixed(stride, mode):
     missing, unexpected = adaptive.load_state_dict(fixed.state_dict(), strict=False)
     assert sorted(missing) == ["wa.offset.bias", "wa.offset.weight", "wa.scale.bias",
                                "wa.scale.weight"] and not unexpected
-    x_kv, x_q = torch.randn(2, D, 40), torch.randn(2, D, 40)
-    mask = _mask([40, 27], 40)
-    out_f, m_f = fixed(x_kv, x_q, mask)
-    out_a, m_a = adaptive(x_kv, x_q, mask)
-    assert torch.equal(m_f, m_a)
-    torch.testing.assert_close(out_a, out_f, rtol=0, atol=1e-6)
+    x_kv, x_q, mask, out_f = _assert_same_attention(fixed, adaptive, [40, 27])
     _randomise_wa(adaptive)
     assert (adaptive(x_kv, x_q, mask)[0] - out_f).abs().max() > 1e-3   # WA does act
 
@@ -140,12 +148,7 @@ def test_one_window_covering_all_equals_global_attention(stride, adaptive):
     global_attn = MaskedMHCA(D, H, stride, stride)
     cdp = CDPAttention(D, H, stride, stride, window=32, mode="window", adaptive=adaptive)
     cdp.load_state_dict(global_attn.state_dict(), strict=False)
-    x_kv, x_q = torch.randn(2, D, 24), torch.randn(2, D, 24)
-    mask = _mask([24, 13], 24)
-    ref, ref_mask = global_attn(x_kv, x_q, mask)
-    out, out_mask = cdp(x_kv, x_q, mask)
-    assert torch.equal(out_mask, ref_mask)
-    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    x_kv, x_q, mask, ref = _assert_same_attention(global_attn, cdp, [24, 13])
     # a local band is not global attention (the check above can fail)
     sliding = CDPAttention(D, H, stride, stride, window=4, adaptive=adaptive)
     sliding.load_state_dict(global_attn.state_dict(), strict=False)

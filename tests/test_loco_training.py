@@ -21,16 +21,9 @@ from davel.inference import load_detector
 from davel.train import TrainConfig, train
 from extractors.feature_files import read
 
-from helpers import DIM_AUD, DIM_RGB, make_dataset
+from helpers import DIM_AUD, DIM_RGB, TINY, make_dataset
 
 runner = CliRunner()
-TINY = dict(epochs=2, warmup_epochs=1, batch_size=3, lr=2e-3, embd_dim=16, head_dim=16,
-            dependency_dim=4, max_seq_len=32, ema_decay=0.9)
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("loco_data"))
 
 
 def _state(path):

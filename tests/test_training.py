@@ -20,20 +20,9 @@ from davel.train.losses import LossNormalizer, assign_targets, detection_losses,
 from davel.train.optim import WarmupCosine, build_model, make_ema, make_optimizer, make_scheduler
 from extractors.feature_files import Features
 
-from helpers import DIM_AUD, DIM_RGB, make_dataset
+from helpers import DIM_AUD, DIM_RGB, TINY, make_dataset
 
 runner = CliRunner()
-
-TINY = dict(epochs=2, warmup_epochs=1, batch_size=3, lr=2e-3, embd_dim=16, head_dim=16,
-            dependency_dim=4, max_seq_len=32, ema_decay=0.9)
-
-
-# ------------------------------------------------------------------ a tiny data set
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("tiny"))
 
 
 # ------------------------------------------------------------------ label assignment

@@ -21,14 +21,9 @@ from torch import Tensor
 from davel.detectors.cmcc import cmcc_layer, gate_list
 from davel.detectors.common import (
     DEFAULT_REGRESSION_RANGE,
-    ClsHead,
     PyramidDetector,
-    RegHead,
     TransformerBlock,
     TwoStreamStem,
-    level_points,
-    sinusoid_table,
-    to_detector_output,
     transformer_blocks,
 )
 from davel.detectors.mtgc import MTGCBlock
@@ -59,10 +54,7 @@ class CCNetBackbone(TwoStreamStem):
                  layer_scale: bool = True) -> None:
         n_embd_layers, n_unimodal, n_cross = arch
         super().__init__(in_v, in_a, n_embd, n_head, kernel_size, n_embd_layers, n_unimodal,
-                         with_ln, layer_scale)
-        self.max_len, self.n_embd = max_len, n_embd
-        self.register_buffer("pos_embd", torch.empty(1, n_embd, max_len), persistent=False)
-        self.reset_buffers()
+                         with_ln, layer_scale, max_len)
         # CMCC layer 0 at full resolution, then one strided layer per level.
         # "CMI_Visual" keeps the visual stream and queries it with audio.
         self.ori_CMI_Visual = TransformerBlock(n_embd, n_head, 1, layer_scale=layer_scale)
@@ -73,14 +65,9 @@ class CCNetBackbone(TwoStreamStem):
         self.visual_TCG = gate_list(n_embd, n_head, n_cross + 1, SCALE_FACTOR)
         self.audio_TCG = gate_list(n_embd, n_head, n_cross + 1, SCALE_FACTOR)
 
-    def reset_buffers(self, device: torch.device | str | None = None) -> None:
-        """(Re)compute the positional table, which checkpoints do not store."""
-        table = sinusoid_table(self.max_len, self.n_embd) / self.n_embd ** 0.5
-        self.pos_embd = table.to(device or self.pos_embd.device)
-
     def forward(self, x_v: Tensor, x_a: Tensor, mask: Tensor
                 ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        x_v, x_a = self.encode(x_v, x_a, mask, self.pos_embd)
+        x_v, x_a = self.encode(x_v, x_a, mask)
         cmi_v = [self.ori_CMI_Visual, *self.CMI_Visual]
         cmi_a = [self.ori_CMI_Audio, *self.CMI_Audio]
         feats_v, feats_a, masks = [], [], []
@@ -124,10 +111,8 @@ class CCNetDetector(PyramidDetector):
         self.MTGC_block = MTGCBlock(2 * embd_dim, mtgc_dim, mtgc_kernel_size, max_seq_len,
                                     num_classes, num_levels, use_channel_att=use_channel_att,
                                     layer_scale=layer_scale)
-        self.cls_head = ClsHead(2 * embd_dim, head_dim, num_classes, head_num_layers,
-                                head_kernel_size, head_with_ln)
-        self.reg_head = RegHead(2 * embd_dim, head_dim, num_classes, num_levels, head_num_layers,
-                                head_kernel_size, head_with_ln, class_aware)
+        self.build_heads(2 * embd_dim, head_dim, head_num_layers, head_kernel_size, head_with_ln,
+                         class_aware)
         self.init_biases(cls_prior_prob)
 
     def padded_length(self, num_steps: int) -> int:
@@ -152,10 +137,7 @@ class CCNetDetector(PyramidDetector):
         feats_vis, feats_aud, masks = self.backbone(feats_v, feats_a, mask[:, None, :])
         feats = [torch.cat((v, a), dim=1) for v, a in zip(feats_vis, feats_aud)]
         feats = self.MTGC_block(feats, masks)
-        points = level_points(self.max_seq_len, self.num_levels, SCALE_FACTOR,
-                              self.regression_range)
-        return to_detector_output(self.cls_head(feats, masks), self.reg_head(feats, masks),
-                                  masks, points)
+        return self.run_heads(feats, masks, self.max_seq_len)
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, Tensor], n_head: int = 4,

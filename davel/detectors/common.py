@@ -255,13 +255,18 @@ class TwoStreamStem(nn.Module):
     Subclasses add their cross-modal pyramid; the attribute names here are the
     checkpoints' (``backbone.embd_V.0...``, ``backbone.self_att_A.1...``).
     :meth:`encode` maps ``x_v [B, Cv, L]``, ``x_a [B, Ca, L]`` (``mask [B, 1, L]``)
-    to ``[B, D, L]`` each.
+    to ``[B, D, L]`` each. The positional table ``pos_embd [1, D, max_len]``
+    (``use_abs_pe``) is a non-persistent buffer: checkpoints do not store it.
     """
 
     def __init__(self, in_v: int, in_a: int, n_embd: int, n_head: int, kernel_size: int,
                  n_embd_layers: int, n_self_att: int, with_ln: bool = True,
-                 layer_scale: bool = True) -> None:
+                 layer_scale: bool = True, max_len: int = 0, use_abs_pe: bool = True) -> None:
         super().__init__()
+        self.max_len, self.n_embd, self.use_abs_pe = max_len, n_embd, use_abs_pe
+        if use_abs_pe:
+            self.register_buffer("pos_embd", torch.empty(1, n_embd, max_len), persistent=False)
+            self.reset_buffers()
 
         def convs(n_in: int) -> nn.ModuleList:
             return nn.ModuleList(MaskedConv1D(n_in if i == 0 else n_embd, n_embd, kernel_size,
@@ -278,14 +283,19 @@ class TwoStreamStem(nn.Module):
         self.self_att_V = transformer_blocks(n_embd, n_head, n_self_att, 1, layer_scale)
         self.self_att_A = transformer_blocks(n_embd, n_head, n_self_att, 1, layer_scale)
 
-    def encode(self, x_v: Tensor, x_a: Tensor, mask: Tensor,
-               pos_embd: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Embed both streams, add ``pos_embd [1, D, max_len]`` (resized to ``L``; None: no
-        positional term) and run the unimodal blocks."""
+    def reset_buffers(self, device: torch.device | str | None = None) -> None:
+        """(Re)compute the positional table (after loading, or on another device)."""
+        if self.use_abs_pe:
+            table = sinusoid_table(self.max_len, self.n_embd) / self.n_embd ** 0.5
+            self.pos_embd = table.to(device or self.pos_embd.device)
+
+    def encode(self, x_v: Tensor, x_a: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Embed both streams, add the positional table (resized to ``L``; none without
+        ``use_abs_pe``) and run the unimodal blocks."""
         x_v = embed(x_v, mask, self.embd_V, self.embd_norm_V)
         x_a = embed(x_a, mask, self.embd_A, self.embd_norm_A)
-        if pos_embd is not None:
-            pe = resize_pos_embd(pos_embd, x_v.shape[-1]) * mask.to(x_v.dtype)
+        if self.use_abs_pe:
+            pe = resize_pos_embd(self.pos_embd, x_v.shape[-1]) * mask.to(x_v.dtype)
             x_v = x_v + pe
             x_a = x_a + pe
         for block_v, block_a in zip(self.self_att_V, self.self_att_A):
@@ -415,6 +425,23 @@ class PyramidDetector(nn.Module):
                 "n_head": options["n_head"], "max_seq_len": options["max_seq_len"],
                 "layer_scale": options["droppath"] > 0, **options.get("model_options", {})}
 
+    def build_heads(self, feat_dim: int, head_dim: int, num_layers: int, kernel_size: int,
+                    with_ln: bool, class_aware: bool) -> None:
+        """The classification and regression heads on the fused pyramid ``[B, feat_dim, T_i]``
+        (``cls_head``, ``reg_head``: the checkpoints' names)."""
+        self.cls_head = ClsHead(feat_dim, head_dim, self.num_classes, num_layers, kernel_size,
+                                with_ln)
+        self.reg_head = RegHead(feat_dim, head_dim, self.num_classes, self.num_levels, num_layers,
+                                kernel_size, with_ln, class_aware)
+
+    def run_heads(self, feats: Sequence[Tensor], masks: Sequence[Tensor],
+                  length: int) -> DetectorOutput:
+        """Both heads on the fused pyramid of an input ``length`` steps long, flattened over
+        levels with each point's position, stride and regression range."""
+        points = level_points(length, self.num_levels, self.scale_factor, self.regression_range)
+        return to_detector_output(self.cls_head(feats, masks), self.reg_head(feats, masks),
+                                  masks, points)
+
     @torch.no_grad()
     def init_biases(self, prior_prob: float = 0.01, empty_classes: Sequence[int] = ()) -> None:
         """Fresh-model initialisation of the official code (what training starts from):
@@ -431,11 +458,9 @@ class PyramidDetector(nn.Module):
     def unimodal_features(self, feats_v: Tensor, feats_a: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """The stem's outputs ``F_v, F_a [B, D, L]`` (embedding, positional table, unimodal
         blocks) for inputs shaped as :meth:`forward`'s: what LoCo's LCC acts on."""
-        stem = self.backbone
-        pos = getattr(stem, "pos_embd", None) if getattr(stem, "use_abs_pe", True) else None
         mask3 = mask[:, None, :]
         keep = mask3.to(feats_v.dtype)
-        return stem.encode(feats_v * keep, feats_a * keep, mask3, pos)
+        return self.backbone.encode(feats_v * keep, feats_a * keep, mask3)
 
     def forward_train(self, feats_v: Tensor, feats_a: Tensor, mask: Tensor
                       ) -> tuple[DetectorOutput, dict[str, Tensor], dict[str, float]]:

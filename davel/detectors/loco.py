@@ -55,16 +55,11 @@ from davel.detectors.cdp import MODES, CDPBlock
 from davel.detectors.common import (
     DEFAULT_REGRESSION_RANGE,
     ChannelLayerNorm,
-    ClsHead,
     MaskedConv1D,
     PyramidDetector,
-    RegHead,
     TransformerBlock,
     TwoStreamStem,
-    level_points,
     padded_length,
-    sinusoid_table,
-    to_detector_output,
     transformer_blocks,
 )
 from davel.detectors.lcc import TARGETS, LCCHead, lcc_loss
@@ -114,11 +109,7 @@ class LoCoBackbone(TwoStreamStem):
         n_embd_layers, n_stem, n_cross = arch
         # as in UnAV, arch[1] counts the full-resolution cross block as the last stem layer
         super().__init__(in_v, in_a, n_embd, n_head, kernel_size, n_embd_layers, n_stem - 1,
-                         with_ln, layer_scale)
-        self.max_len, self.n_embd, self.use_abs_pe = max_len, n_embd, use_abs_pe
-        if use_abs_pe:
-            self.register_buffer("pos_embd", torch.empty(1, n_embd, max_len), persistent=False)
-            self.reset_buffers()
+                         with_ln, layer_scale, max_len, use_abs_pe)
 
         def block(stride: int) -> TransformerBlock:
             return cross_block(n_embd, n_head, stride, attention, window, mode, layer_scale)
@@ -129,15 +120,9 @@ class LoCoBackbone(TwoStreamStem):
         self.cross_att_Va = nn.ModuleList(block(scale_factor) for _ in range(n_cross))
         self.cross_att_Av = nn.ModuleList(block(scale_factor) for _ in range(n_cross))
 
-    def reset_buffers(self, device: torch.device | str | None = None) -> None:
-        """(Re)compute the positional table, which checkpoints do not store."""
-        if self.use_abs_pe:
-            table = sinusoid_table(self.max_len, self.n_embd) / self.n_embd ** 0.5
-            self.pos_embd = table.to(device or self.pos_embd.device)
-
     def forward(self, x_v: Tensor, x_a: Tensor, mask: Tensor
                 ) -> tuple[list[Tensor], list[Tensor], list[Tensor], tuple[Tensor, Tensor]]:
-        f_v, f_a = self.encode(x_v, x_a, mask, self.pos_embd if self.use_abs_pe else None)
+        f_v, f_a = self.encode(x_v, x_a, mask)
         x_v, _ = self.ori_cross_att_Va(f_v, f_a, mask)
         x_a, _ = self.ori_cross_att_Av(f_a, f_v, mask)
         feats_v, feats_a, masks = [x_v], [x_a], [mask]
@@ -248,10 +233,8 @@ class LoCoDetector(PyramidDetector):
         self.decoder: nn.Module = (
             FusionDecoder(fused, n_head, decoder_blocks, 3, layer_scale) if decoder == "fusion"
             else DependencyBlock(fused, dependency_dim, 3, num_classes, layer_scale=layer_scale))
-        self.cls_head = ClsHead(fused, head_dim, num_classes, head_num_layers, head_kernel_size,
-                                head_with_ln)
-        self.reg_head = RegHead(fused, head_dim, num_classes, self.num_levels, head_num_layers,
-                                head_kernel_size, head_with_ln, class_aware)
+        self.build_heads(fused, head_dim, head_num_layers, head_kernel_size, head_with_ln,
+                         class_aware)
         self.lcc = (LCCHead(embd_dim, lcc_dim or embd_dim // 2, lcc_hidden or embd_dim,
                             lcc_target, tau_init, sigma_init) if use_lcc else None)
         self.init_biases(cls_prior_prob)  # the WA convs stay all-zero: they have no bias to prior
@@ -289,9 +272,7 @@ class LoCoDetector(PyramidDetector):
                                                                 mask3)
         feats = [torch.cat((v, a), dim=1) for v, a in zip(feats_vis, feats_aud)]
         feats = self.decoder(feats, masks)
-        points = level_points(length, self.num_levels, self.scale_factor, self.regression_range)
-        out = to_detector_output(self.cls_head(feats, masks), self.reg_head(feats, masks),
-                                 masks, points)
+        out = self.run_heads(feats, masks, length)
         return out, (f_v, f_a, mask3)
 
     def forward(self, feats_v: Tensor, feats_a: Tensor, mask: Tensor) -> DetectorOutput:

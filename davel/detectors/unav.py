@@ -16,16 +16,11 @@ from torch import Tensor, nn
 
 from davel.detectors.common import (
     DEFAULT_REGRESSION_RANGE,
-    ClsHead,
     MaskedConv1D,
     PyramidDetector,
-    RegHead,
     TransformerBlock,
     TwoStreamStem,
-    level_points,
     padded_length,
-    sinusoid_table,
-    to_detector_output,
     transformer_blocks,
 )
 from davel.detectors.dependency import dependency_branches
@@ -53,26 +48,15 @@ class CrossModalPyramid(TwoStreamStem):
         n_embd_layers, n_stem, n_cross = arch
         # arch[1] counts the full-resolution cross-attention as the last stem layer
         super().__init__(in_v, in_a, n_embd, n_head, kernel_size, n_embd_layers, n_stem - 1,
-                         with_ln, layer_scale)
-        self.use_abs_pe = use_abs_pe
-        self.max_len, self.n_embd = max_len, n_embd
-        if use_abs_pe:
-            self.register_buffer("pos_embd", torch.empty(1, n_embd, max_len), persistent=False)
-            self.reset_buffers()
+                         with_ln, layer_scale, max_len, use_abs_pe)
         self.ori_cross_att_Va = TransformerBlock(n_embd, n_head, 1, layer_scale=layer_scale)
         self.ori_cross_att_Av = TransformerBlock(n_embd, n_head, 1, layer_scale=layer_scale)
         self.cross_att_Va = transformer_blocks(n_embd, n_head, n_cross, scale_factor, layer_scale)
         self.cross_att_Av = transformer_blocks(n_embd, n_head, n_cross, scale_factor, layer_scale)
 
-    def reset_buffers(self, device: torch.device | str | None = None) -> None:
-        """(Re)compute the positional table, which checkpoints do not store."""
-        if self.use_abs_pe:
-            table = sinusoid_table(self.max_len, self.n_embd) / self.n_embd ** 0.5
-            self.pos_embd = table.to(device or self.pos_embd.device)
-
     def forward(self, x_v: Tensor, x_a: Tensor, mask: Tensor
                 ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        x_v, x_a = self.encode(x_v, x_a, mask, self.pos_embd if self.use_abs_pe else None)
+        x_v, x_a = self.encode(x_v, x_a, mask)
 
         # Naming follows the checkpoint: "Va" keeps the visual stream (keys,
         # values and skip) and queries it with audio; "Av" the reverse.
@@ -146,7 +130,6 @@ class UnAVDetector(PyramidDetector):
                  regression_range: Sequence[Sequence[float]] = DEFAULT_REGRESSION_RANGE) -> None:
         super().__init__(input_dim_v, input_dim_a, num_classes, max_seq_len, backbone_arch,
                          regression_range, scale_factor)
-        num_levels = self.num_levels
 
         self.backbone = CrossModalPyramid(
             input_dim_v, input_dim_a, embd_dim, n_head, embd_kernel_size, max_seq_len,
@@ -154,10 +137,8 @@ class UnAVDetector(PyramidDetector):
         self.dependency_block = (
             DependencyBlock(2 * embd_dim, dependency_dim, dependency_kernel_size, num_classes,
                             layer_scale=layer_scale) if use_dependency else None)
-        self.cls_head = ClsHead(2 * embd_dim, head_dim, num_classes, head_num_layers,
-                                head_kernel_size, head_with_ln)
-        self.reg_head = RegHead(2 * embd_dim, head_dim, num_classes, num_levels, head_num_layers,
-                                head_kernel_size, head_with_ln, class_aware)
+        self.build_heads(2 * embd_dim, head_dim, head_num_layers, head_kernel_size, head_with_ln,
+                         class_aware)
         self.init_biases(cls_prior_prob)
 
     def padded_length(self, num_steps: int) -> int:
@@ -181,9 +162,7 @@ class UnAVDetector(PyramidDetector):
         feats = [torch.cat((v, a), dim=1) for v, a in zip(feats_vis, feats_aud)]
         if self.dependency_block is not None:
             feats = self.dependency_block(feats, masks)
-        points = level_points(length, self.num_levels, self.scale_factor, self.regression_range)
-        return to_detector_output(self.cls_head(feats, masks), self.reg_head(feats, masks),
-                                  masks, points)
+        return self.run_heads(feats, masks, length)
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, Tensor], n_head: int = 4,
