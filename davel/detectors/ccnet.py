@@ -28,7 +28,7 @@ from davel.detectors.common import (
 )
 from davel.detectors.mtgc import MTGCBlock
 from davel.detectors.output import DetectorOutput
-from davel.detectors.state_dict import checkpoint_regression_range, count_indexed, head_hparams, load_strictly
+from davel.detectors.state_dict import assign_checkpoint, checkpoint_regression_range, count_indexed, head_hparams
 from davel.errors import InputError, WeightsError
 from weights.store import strip_module_prefix
 
@@ -195,7 +195,4 @@ class CCNetDetector(PyramidDetector):
                 head_with_ln=heads["with_ln"], class_aware=heads["class_aware"],
                 layer_scale="backbone.ori_CMI_Visual.drop_path_attn.scale" in sd,
                 regression_range=regression_range, **mtgc_kwargs)
-        load_strictly(model, sd, "CCNet", assign=True)
-        model.backbone.reset_buffers(embd_w.device)
-        model.MTGC_block.reset_buffers(embd_w.device)
-        return model.eval()
+        return assign_checkpoint(model, sd, "CCNet", embd_w.device)

@@ -64,7 +64,7 @@ from davel.detectors.common import (
 )
 from davel.detectors.lcc import TARGETS, LCCHead, lcc_loss
 from davel.detectors.output import DetectorOutput
-from davel.detectors.state_dict import checkpoint_regression_range, count_indexed, head_hparams, load_strictly
+from davel.detectors.state_dict import assign_checkpoint, checkpoint_regression_range, count_indexed, head_hparams
 from davel.detectors.unav import SINGLE_PASS_MAX, DependencyBlock
 from davel.errors import InputError, WeightsError
 from weights.store import strip_module_prefix
@@ -386,6 +386,4 @@ class LoCoDetector(PyramidDetector):
                     regression_range=regression_range, **extra)
         except ValueError as err:
             raise WeightsError(f"LoCo checkpoint with this config cannot be built: {err}") from err
-        load_strictly(model, sd, "LoCo", assign=True)
-        model.backbone.reset_buffers(embd_w.device)
-        return model.eval()
+        return assign_checkpoint(model, sd, "LoCo", embd_w.device)

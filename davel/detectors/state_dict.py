@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from davel.detectors.common import DEFAULT_REGRESSION_RANGE
@@ -68,3 +69,15 @@ def load_strictly(model: nn.Module, state_dict: Mapping[str, Tensor], label: str
         if len(detail) > 300:
             detail = detail[:297] + "..."
         raise WeightsError(f"{label} checkpoint does not match the model layout: {detail}") from err
+
+
+def assign_checkpoint(model: nn.Module, state_dict: Mapping[str, Tensor], label: str,
+                      device: torch.device) -> nn.Module:
+    """Load a checkpoint into a model built on the meta device (its tensors are taken over,
+    not copied), then compute on ``device`` the buffers checkpoints do not store: every
+    block that has such buffers has ``reset_buffers(device)``. Returns the model in eval mode."""
+    load_strictly(model, state_dict, label, assign=True)
+    for module in model.modules():
+        if hasattr(module, "reset_buffers"):
+            module.reset_buffers(device)
+    return model.eval()

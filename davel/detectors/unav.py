@@ -25,7 +25,7 @@ from davel.detectors.common import (
 )
 from davel.detectors.dependency import dependency_branches
 from davel.detectors.output import DetectorOutput
-from davel.detectors.state_dict import checkpoint_regression_range, count_indexed, head_hparams, load_strictly
+from davel.detectors.state_dict import assign_checkpoint, checkpoint_regression_range, count_indexed, head_hparams
 from davel.errors import InputError, WeightsError
 from weights.store import strip_module_prefix
 
@@ -215,6 +215,4 @@ class UnAVDetector(PyramidDetector):
                 use_abs_pe=use_abs_pe,
                 layer_scale="backbone.ori_cross_att_Va.drop_path_attn.scale" in sd,
                 regression_range=regression_range, **dep_kwargs)
-        load_strictly(model, sd, "UnAV", assign=True)
-        model.backbone.reset_buffers(embd_w.device)
-        return model.eval()
+        return assign_checkpoint(model, sd, "UnAV", embd_w.device)
