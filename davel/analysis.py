@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from davel.detectors.common import prepare_inputs
 from davel.detectors.lcc import csm_std
-from davel.inference import Detector
+from davel.inference import Detector, prepare_inputs
 from extractors.devices import strict_fp32
 from extractors.feature_files import Features
 

@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from davel.annotations import Annotations
+from davel.detectors.base import PyramidDetector
 from davel.detectors.checkpoint import CheckpointInfo, load_checkpoint
-from davel.detectors.common import PyramidDetector, prepare_inputs
 from davel.errors import InputError, WeightsError
 from davel.feature_norm import FeatureNorm
 from davel.labels import label_name
@@ -35,6 +36,32 @@ log = logging.getLogger(__name__)
 
 # What features extracted from a video are: I3D rgb + flow, VGGish.
 VIDEO_FEATURE_DIMS = (2048, 128)
+
+
+def prepare_inputs(feats_v: Tensor | np.ndarray, feats_a: Tensor | np.ndarray,
+                   length: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Batch one video: ``[Cv, T]``, ``[Ca, T']`` -> ``[1, Cv, L]``, ``[1, Ca, L]``, ``[1, L]`` bool.
+
+    Both streams are cut to the shorter length (as both repos do), zero-padded
+    on the right to ``length``; the mask is True on the real steps.
+    """
+    v = torch.as_tensor(np.asarray(feats_v) if not isinstance(feats_v, Tensor) else feats_v,
+                        dtype=torch.float32)
+    a = torch.as_tensor(np.asarray(feats_a) if not isinstance(feats_a, Tensor) else feats_a,
+                        dtype=torch.float32)
+    if v.dim() != 2 or a.dim() != 2:
+        raise InputError(f"features must be [channels, time], got {tuple(v.shape)} and {tuple(a.shape)}")
+    steps = min(v.shape[1], a.shape[1])
+    if steps == 0:
+        raise InputError("no feature steps: the video is too short for one feature window")
+    if steps > length:
+        raise InputError(f"{steps} feature steps do not fit the padded length {length}")
+    v_out = v.new_zeros(1, v.shape[0], length)
+    a_out = a.new_zeros(1, a.shape[0], length)
+    v_out[0, :, :steps] = v[:, :steps]
+    a_out[0, :, :steps] = a[:, :steps]
+    mask = (torch.arange(length) < steps)[None]
+    return v_out, a_out, mask
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ MUTATIONS = [
     ("duration_thresh 0.06", "davel/postprocess.py",
      "duration_thresh: float = 0.05", "duration_thresh: float = 0.06",
      "tests/test_postprocess.py tests/test_cli_detect.py"),
-    ("ChannelLayerNorm eps x10", "davel/detectors/common.py",
+    ("ChannelLayerNorm eps x10", "davel/detectors/layers.py",
      "torch.sqrt(var + self.eps)", "torch.sqrt(var + self.eps * 10)",
      "tests/test_unav.py tests/test_ccnet.py"),
     ("time base centre +0.01 frame", "extractors/timebase.py",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from davel.detectors.common import prepare_inputs
+from davel.inference import prepare_inputs
 
 from helpers import report
 

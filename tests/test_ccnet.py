@@ -11,8 +11,8 @@ import torch
 
 from davel.detectors.ccnet import CCNetDetector
 from davel.detectors.checkpoint import build_detector
-from davel.detectors.common import prepare_inputs
 from davel.errors import InputError, WeightsError
+from davel.inference import prepare_inputs
 from weights.standin import load_manifest, standin_state_dict
 
 from detector_parity import LEVELS, assert_matches_reference

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from davel.detectors.cdp import CDPAttention, CDPBlock, WindowAdaptation, band_mask, interp_linear, sample_positions
-from davel.detectors.common import MaskedMHCA, TransformerBlock
+from davel.detectors.layers import MaskedMHCA, TransformerBlock
 from davel.detectors.loco import LoCoBackbone, LoCoDetector
 from davel.train.losses import LossNormalizer, assign_targets, concat_points, detection_losses
 

@@ -113,7 +113,7 @@ def test_mean_of_std_is_the_csm_std_of_the_stem(tiny_data):
     stats = mean_of_std(det, videos)
     assert stats.videos == 3 and 0 < stats.mean_of_std < 2
     # the same numbers as the features LCC trains on (forward_train's F_v, F_a)
-    from davel.detectors.common import prepare_inputs
+    from davel.inference import prepare_inputs
 
     f = videos[0]
     v, a, mask = prepare_inputs(f.visual(), f.audio(), model.padded_length(f.num_steps))

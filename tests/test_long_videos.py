@@ -4,9 +4,8 @@ import torch
 
 from davel.detectors.ccnet import CCNetDetector
 from davel.detectors.checkpoint import CheckpointInfo
-from davel.detectors.common import prepare_inputs
 from davel.detectors.unav import UnAVDetector
-from davel.inference import Detector
+from davel.inference import Detector, prepare_inputs
 from davel.postprocess import candidates, nms_to_seconds
 from extractors.feature_files import Features
 from extractors.timebase import I3D_VGGISH

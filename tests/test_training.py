@@ -42,7 +42,7 @@ def reference_targets(points, segments, labels, num_classes):
 
 
 def level_rows(length=32):
-    from davel.detectors.common import level_points
+    from davel.detectors.base import level_points
 
     return torch.cat(level_points(length, 6))
 

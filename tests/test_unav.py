@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from davel.detectors.checkpoint import build_detector, load_checkpoint
-from davel.detectors.common import prepare_inputs
 from davel.detectors.unav import UnAVDetector
 from davel.errors import WeightsError
+from davel.inference import prepare_inputs
 from weights.standin import standin_state_dict
 
 from detector_parity import assert_matches_reference

@@ -18,17 +18,13 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from davel.detectors.base import DEFAULT_REGRESSION_RANGE, PyramidDetector
 from davel.detectors.cmcc import cmcc_layer, gate_list
-from davel.detectors.common import (
-    DEFAULT_REGRESSION_RANGE,
-    PyramidDetector,
-    TransformerBlock,
-    TwoStreamStem,
-    transformer_blocks,
-)
+from davel.detectors.layers import TransformerBlock, transformer_blocks
 from davel.detectors.mtgc import MTGCBlock
 from davel.detectors.output import DetectorOutput
 from davel.detectors.state_dict import assign_checkpoint, checkpoint_regression_range, count_indexed, head_hparams
+from davel.detectors.stem import TwoStreamStem
 from davel.errors import InputError, WeightsError
 from weights.store import strip_module_prefix
 

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from davel.detectors.common import MaskedMHCA, TransformerBlock
+from davel.detectors.layers import MaskedMHCA, TransformerBlock
 
 MODES = ("sliding", "window")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import Tensor
 
-from davel.detectors.common import PyramidDetector
+from davel.detectors.base import PyramidDetector
 from davel.detectors.registry import detector_class_for
 from davel.errors import WeightsError
 from weights import store

@@ -2,7 +2,7 @@
 
 One CMCC layer turns the visual and audio streams of pyramid level ``k`` into
 those of level ``k + 1``: each stream is queried by the other modality
-(cross-modal interaction, a :class:`~davel.detectors.common.TransformerBlock`)
+(cross-modal interaction, a :class:`~davel.detectors.layers.TransformerBlock`)
 and the result is re-weighted by a temporal-consistency gate computed from the
 other modality alone (``y + y * gate``).
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from davel.detectors.common import ChannelLayerNorm, MaskedConv1D, MaskedMHCA, TransformerBlock
+from davel.detectors.layers import ChannelLayerNorm, MaskedConv1D, MaskedMHCA, TransformerBlock
 
 
 class TemporalConsistencyGate(MaskedMHCA):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from davel.detectors.common import TransformerBlock
+from davel.detectors.layers import TransformerBlock
 
 
 def dependency_branches(temporal_branch: TransformerBlock, cooccur_branch: TransformerBlock,

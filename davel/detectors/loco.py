@@ -51,20 +51,13 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from davel.detectors.base import DEFAULT_REGRESSION_RANGE, PyramidDetector, padded_length
 from davel.detectors.cdp import MODES, CDPBlock
-from davel.detectors.common import (
-    DEFAULT_REGRESSION_RANGE,
-    ChannelLayerNorm,
-    MaskedConv1D,
-    PyramidDetector,
-    TransformerBlock,
-    TwoStreamStem,
-    padded_length,
-    transformer_blocks,
-)
+from davel.detectors.layers import ChannelLayerNorm, MaskedConv1D, TransformerBlock, transformer_blocks
 from davel.detectors.lcc import TARGETS, LCCHead, lcc_loss
 from davel.detectors.output import DetectorOutput
 from davel.detectors.state_dict import assign_checkpoint, checkpoint_regression_range, count_indexed, head_hparams
+from davel.detectors.stem import TwoStreamStem
 from davel.detectors.unav import SINGLE_PASS_MAX, DependencyBlock
 from davel.errors import InputError, WeightsError
 from weights.store import strip_module_prefix

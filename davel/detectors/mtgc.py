@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from davel.detectors.common import MaskedConv1D, TransformerBlock
 from davel.detectors.dependency import dependency_branches
+from davel.detectors.layers import MaskedConv1D, TransformerBlock
 
 
 class MTGCBlock(nn.Module):

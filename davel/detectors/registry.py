@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
+from davel.detectors.base import PyramidDetector
 from davel.detectors.ccnet import CCNetDetector
-from davel.detectors.common import PyramidDetector
 from davel.detectors.loco import LoCoDetector
 from davel.detectors.unav import UnAVDetector
 from davel.errors import WeightsError

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from davel.detectors.common import DEFAULT_REGRESSION_RANGE
+from davel.detectors.base import DEFAULT_REGRESSION_RANGE
 from davel.errors import WeightsError
 
 

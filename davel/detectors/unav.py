@@ -14,18 +14,12 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from davel.detectors.common import (
-    DEFAULT_REGRESSION_RANGE,
-    MaskedConv1D,
-    PyramidDetector,
-    TransformerBlock,
-    TwoStreamStem,
-    padded_length,
-    transformer_blocks,
-)
+from davel.detectors.base import DEFAULT_REGRESSION_RANGE, PyramidDetector, padded_length
 from davel.detectors.dependency import dependency_branches
+from davel.detectors.layers import MaskedConv1D, TransformerBlock, transformer_blocks
 from davel.detectors.output import DetectorOutput
 from davel.detectors.state_dict import assign_checkpoint, checkpoint_regression_range, count_indexed, head_hparams
+from davel.detectors.stem import TwoStreamStem
 from davel.errors import InputError, WeightsError
 from weights.store import strip_module_prefix
 

@@ -30,8 +30,8 @@ import torch
 from torch import Tensor
 
 from davel.annotations import Annotations, read_annotations
+from davel.detectors.base import PyramidDetector
 from davel.detectors.checkpoint import CheckpointInfo
-from davel.detectors.common import PyramidDetector
 from davel.errors import DavelError, InputError
 from davel.evaluation import evaluate_map
 from davel.feature_norm import FeatureNorm

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from davel.detectors.common import AffineDropPath, PyramidDetector
+from davel.detectors.base import PyramidDetector
+from davel.detectors.layers import AffineDropPath
 from davel.detectors.registry import get_detector_class
 from davel.train.config import TrainConfig
 
