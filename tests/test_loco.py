@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
+from davel.detectors.base import SINGLE_PASS_MAX
 from davel.detectors.ccnet import CCNetDetector
 from davel.detectors.counting import count_params, count_params_macs
-from davel.detectors.loco import SINGLE_PASS_MAX, LoCoDetector
+from davel.detectors.loco import LoCoDetector
 from davel.detectors.output import DetectorOutput
-from davel.detectors.unav import SINGLE_PASS_MAX as UNAV_SINGLE_PASS_MAX
 from davel.detectors.unav import UnAVDetector
 from davel.errors import WeightsError
 
@@ -154,7 +154,9 @@ def test_fresh_init():
 def test_padded_length_and_single_pass():
     model = _tiny(max_seq_len=224)
     assert [model.padded_length(t) for t in (1, 224, 225, 300, 412)] == [224, 224, 256, 320, 416]
-    assert model.max_single_pass() == SINGLE_PASS_MAX == UNAV_SINGLE_PASS_MAX == 2048
+    assert model.max_single_pass() == SINGLE_PASS_MAX == 2048
+    assert UnAVDetector(input_dim_v=24, input_dim_a=8, embd_dim=16, head_dim=16, num_classes=5,
+                        dependency_dim=4).max_single_pass() == SINGLE_PASS_MAX
     base = _tiny(num_levels=1, attention="global")
     assert base.num_levels == 1 and base.regression_range == ((0, 10000),)
     assert base.padded_length(70) == 70
@@ -321,8 +323,14 @@ def test_config_hints_are_constructor_and_loader_arguments():
     assert LoCoDetector.kind == "loco"
     assert required <= set(LoCoDetector.config_hints)
     init = inspect.signature(LoCoDetector.__init__).parameters
-    loader = inspect.signature(LoCoDetector.from_state_dict).parameters
-    assert all(name in init and name in loader for name in LoCoDetector.config_hints)
+    assert all(name in init for name in LoCoDetector.config_hints)
+    # the loader takes every hint, and nothing else
+    every = {"n_head": 4, "max_seq_len": 64, "use_abs_pe": True,
+             **{o.name: o.default for o in LoCoDetector.options}, "cdp_window": 4}
+    assert set(every) == set(LoCoDetector.config_hints)
+    LoCoDetector.from_state_dict(_tiny(cdp_window=4).state_dict(), **every)
+    with pytest.raises(TypeError, match="unexpected hints: not_a_hint"):
+        LoCoDetector.from_state_dict(_tiny().state_dict(), max_seq_len=64, not_a_hint=1)
     model = LoCoDetector.from_state_dict(_tiny(cdp_window=4).state_dict(), max_seq_len=64,
                                          cdp_window=4, lcc_weight=0.3, lcc_mask_padding=False)
     assert model.lcc_weight == 0.3 and not model.lcc_mask_padding

@@ -10,21 +10,27 @@ from davel.cli.cache import cache_app
 from davel.cli.detect import detect_command
 from davel.cli.evaluate import eval_command
 from davel.cli.extract import extract_command
-from davel.cli.train import train_command
+from davel.cli.train import train_command_for
 from davel.cli.view import plot_command, view_command
 from davel.cli.weights import weights_app
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Find audio-visual events in raw videos (UnAV-100 / CCNet pipeline).")
-app.command("extract")(extract_command)
-app.command("detect")(detect_command)
-app.add_typer(weights_app, name="weights")
-app.command("train")(train_command)
-app.command("eval")(eval_command)
-app.command("plot")(plot_command)
-app.command("view")(view_command)
-app.add_typer(cache_app, name="cache")
 
+def make_app() -> typer.Typer:
+    """The command line, with the options of the detector kinds registered now."""
+    app = typer.Typer(add_completion=False, no_args_is_help=True,
+                      help="Find audio-visual events in raw videos (UnAV-100 / CCNet pipeline).")
+    app.command("extract")(extract_command)
+    app.command("detect")(detect_command)
+    app.add_typer(weights_app, name="weights")
+    app.command("train")(train_command_for())
+    app.command("eval")(eval_command)
+    app.command("plot")(plot_command)
+    app.command("view")(view_command)
+    app.add_typer(cache_app, name="cache")
+    return app
+
+
+app = make_app()
 
 
 def main() -> None:
@@ -41,4 +47,4 @@ def main() -> None:
         raise
 
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "make_app"]

@@ -1,12 +1,23 @@
-"""``davel train``: argument parsing and printing only."""
+"""``davel train``: argument parsing and printing only.
+
+Each detector kind's own options (:attr:`PyramidDetector.options`, e.g. LoCo's
+``--attention``) become flags of the command when the app is built
+(:func:`train_command_for`), with their help, choices and checks taken from the
+registry: this module names no kind's options.
+"""
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
 from davel.cli._common import fail, progress_bar, user_errors
+from davel.detectors.base import ModelOption
+from davel.detectors.registry import DETECTORS
 
 
 @user_errors
@@ -14,7 +25,7 @@ def train_command(
     annotations: Path = typer.Option(..., "--annotations", help="UnAV-100-layout annotation JSON (train/validation/test subsets)."),
     features: Path = typer.Option(..., "--features", help="Directory of <video-id>_{rgb,flow,vggish}.npy (from `davel extract`)."),
     out: Path = typer.Option(..., "-o", "--out", help="Run directory: last.pth, best.pth, log.jsonl."),
-    model: str = typer.Option("ccnet", "--model", help="ccnet, unav or loco."),
+    model: str = typer.Option("ccnet", "--model", help="The detector kind (the registry's names)."),
     epochs: int = typer.Option(40, "--epochs", help="Cosine epochs after the warm-up (the repos' meaning: 40 + 5 passes in all)."),
     warmup_epochs: int = typer.Option(5, "--warmup-epochs", help="Linear warm-up epochs."),
     batch_size: int = typer.Option(16, "--batch-size"),
@@ -33,14 +44,9 @@ def train_command(
     restart: bool = typer.Option(False, "--restart", help="Ignore OUT/last.pth and start over."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
     loader_workers: Optional[int] = typer.Option(None, "--loader-workers", help="Processes reading features (default: 0 on CPU, up to 4 with a GPU)."),
-    attention: Optional[str] = typer.Option(None, "--attention", help="LoCo: adaptive (CDP, default), fixed (sliding window) or global (UnAV's) cross-modal attention."),
-    cdp_window: Optional[int] = typer.Option(None, "--cdp-window", help="LoCo: base window W of the CDP attention (default 8)."),
-    no_lcc: bool = typer.Option(False, "--no-lcc", help="LoCo: train without the LCC loss."),
-    lcc_weight: Optional[float] = typer.Option(None, "--lcc-weight", help="LoCo: weight of the LCC loss (default 0.1, Eq. 12)."),
-    lcc_target: Optional[str] = typer.Option(None, "--lcc-target", help="LoCo: LCC target: gaussian (default), fixed_gaussian, softened or diagonal."),
-    decoder: Optional[str] = typer.Option(None, "--decoder", help="LoCo: fusion (default) or tdm (UnAV's dependency block)."),
     timebase: Optional[str] = typer.Option(None, "--timebase", help="How feature steps map to time: i3d-vggish (25 fps, stride 8, window 24), one-peace (16, 4, 16) or FPS,STRIDE,WINDOW (default: the features' davel sidecars, else i3d-vggish)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-epoch lines."),
+    model_options: Optional[Mapping[str, Any]] = None,
 ) -> None:
     """Train a detector on annotated features (the papers' recipe by default; LoCo: Eq. 12,
     focal + DIoU + 0.1 x LCC)."""
@@ -62,18 +68,7 @@ def train_command(
         tb = TimeBase.parse(timebase) if timebase is not None else None
     except ValueError as exc:
         fail(f"--timebase: {exc}", 2)
-    loco = {"attention": attention, "cdp_window": cdp_window, "use_lcc": False if no_lcc else None,
-            "lcc_weight": lcc_weight, "lcc_target": lcc_target, "decoder": decoder}
-    model_options = {k: v for k, v in loco.items() if v is not None}
-    if model_options and model != "loco":
-        fail(f"--{next(iter(model_options)).replace('_', '-')} and the other LoCo options go with --model loco", 2)
-    choices = {"attention": ("adaptive", "fixed", "global"), "decoder": ("fusion", "tdm"),
-               "lcc_target": ("gaussian", "fixed_gaussian", "softened", "diagonal")}
-    for name, allowed in choices.items():
-        if name in model_options and model_options[name] not in allowed:
-            fail(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}", 2)
-    if cdp_window is not None and cdp_window < 1:
-        fail("--cdp-window must be at least 1", 2)
+    model_options = _kind_options(model, model_options or {})
     cfg = TrainConfig(model=model, epochs=epochs, warmup_epochs=warmup_epochs, batch_size=batch_size,
                       lr=lr, weight_decay=weight_decay, max_seq_len=max_seq_len, embd_dim=embd_dim,
                       head_dim=head_dim or embd_dim, dependency_dim=dependency_dim, droppath=droppath,
@@ -116,3 +111,63 @@ def train_command(
             if result.best_average_mAP is not None else "no validation set: best.pth = last epoch")
     typer.echo(f"trained {result.epochs_done}/{cfg.total_epochs} epochs; {best}; "
                f"checkpoints {out / 'best.pth'}, {out / 'last.pth'}; log {out / 'log.jsonl'}")
+
+
+def _owners(name: str) -> list[str]:
+    return [kind for kind, cls in DETECTORS.items() if any(o.name == name for o in cls.options)]
+
+
+def _typed_flag(opt: ModelOption, value: Any) -> str:
+    """The flag as the user typed it (``--no-lcc`` for a false ``--lcc/--no-lcc``)."""
+    flags = opt.flags.split("/")
+    return flags[1] if len(flags) == 2 and value is False else flags[0]
+
+
+def _kind_options(model: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The options given on the command line (None: not given), checked against the
+    declarations of ``model``'s class; exit 2 with one line otherwise."""
+    given = {k: v for k, v in given.items() if v is not None}
+    cls = DETECTORS.get(model)
+    own = {o.name: o for o in cls.options} if cls is not None else {}
+    for name, value in given.items():
+        if name not in own:
+            owners = _owners(name)
+            opt = DETECTORS[owners[0]].option(name)
+            label = DETECTORS[owners[0]].label() if len(owners) == 1 else "kind"
+            fail(f"{_typed_flag(opt, value)} and the other {label} options go with "
+                 f"--model {' or '.join(owners)}", 2)
+        problem = own[name].problem(value)
+        if problem:
+            fail(f"{own[name].cli_name} {problem}", 2)
+    return given
+
+
+def _option_parameter(name: str) -> inspect.Parameter:
+    owners = _owners(name)
+    opt = DETECTORS[owners[0]].option(name)
+    detail = f"one of {', '.join(map(str, opt.choices))}; " if opt.choices else ""
+    default = opt.default if opt.value_type is not bool else ("on" if opt.default else "off")
+    text = f"{' and '.join(DETECTORS[k].label() for k in owners)}: {opt.help} ({detail}default {default})."
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                             default=typer.Option(None, opt.flags, help=text),
+                             annotation=Optional[opt.value_type])
+
+
+def train_command_for() -> Callable[..., None]:
+    """``davel train`` with a flag for every option of every registered detector kind."""
+    names = list(dict.fromkeys(o.name for cls in DETECTORS.values() for o in cls.options))
+    base = inspect.signature(train_command, eval_str=True)
+    clash = sorted(set(names) & set(base.parameters))
+    if clash:
+        raise TypeError(f"detector options clash with davel train's own: {', '.join(clash)}")
+
+    @functools.wraps(train_command)
+    def command(**kwargs: Any) -> None:
+        train_command(**{k: v for k, v in kwargs.items() if k not in names},
+                      model_options={k: kwargs[k] for k in names})
+
+    params = [p for p in base.parameters.values() if p.name != "model_options"]
+    params = [p.replace(default=typer.Option("ccnet", "--model", help=f"The detector kind: {', '.join(DETECTORS)}."))
+              if p.name == "model" else p for p in params]
+    command.__signature__ = base.replace(parameters=[*params, *map(_option_parameter, names)])
+    return command

@@ -13,7 +13,7 @@ ones must be windowed by the caller).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -23,10 +23,9 @@ from davel.detectors.cmcc import cmcc_layer, gate_list
 from davel.detectors.layers import TransformerBlock, transformer_blocks
 from davel.detectors.mtgc import MTGCBlock
 from davel.detectors.output import DetectorOutput
-from davel.detectors.state_dict import assign_checkpoint, checkpoint_regression_range, count_indexed, head_hparams
+from davel.detectors.state_dict import count_indexed
 from davel.detectors.stem import TwoStreamStem
-from davel.errors import InputError, WeightsError
-from weights.store import strip_module_prefix
+from davel.errors import InputError
 
 # The MTGC block halves the length between levels whatever the config says.
 SCALE_FACTOR = 2
@@ -89,6 +88,7 @@ class CCNetDetector(PyramidDetector):
     kind: ClassVar[str] = "ccnet"
     state_dict_markers: ClassVar[tuple[str, ...]] = (
         "MTGC_block.", "backbone.ori_CMI_Visual.", "backbone.visual_TCG.")
+    cross_prefix: ClassVar[str] = "backbone.CMI_Visual"
 
     def __init__(self, input_dim_v: int = 2048, input_dim_a: int = 128, embd_dim: int = 512,
                  n_head: int = 4, num_classes: int = 100, max_seq_len: int = 224,
@@ -97,7 +97,11 @@ class CCNetDetector(PyramidDetector):
                  head_kernel_size: int = 3, head_with_ln: bool = True, class_aware: bool = True,
                  mtgc_dim: int = 128, mtgc_kernel_size: int = 3, use_channel_att: bool = True,
                  layer_scale: bool = True, cls_prior_prob: float = 0.01,
-                 regression_range: Sequence[Sequence[float]] = DEFAULT_REGRESSION_RANGE) -> None:
+                 regression_range: Sequence[Sequence[float]] = DEFAULT_REGRESSION_RANGE,
+                 scale_factor: int = SCALE_FACTOR) -> None:
+        if scale_factor != SCALE_FACTOR:
+            raise ValueError(f"the MTGC block only supports a pyramid stride of {SCALE_FACTOR}, "
+                             f"got {scale_factor}")
         super().__init__(input_dim_v, input_dim_a, num_classes, max_seq_len, backbone_arch,
                          regression_range, SCALE_FACTOR)
         num_levels = self.num_levels
@@ -119,10 +123,12 @@ class CCNetDetector(PyramidDetector):
                 f"split longer inputs into windows")
         return self.max_seq_len
 
+    def max_single_pass(self) -> int:
+        return self.max_seq_len
+
     @classmethod
-    def training_kwargs(cls, options: Mapping) -> dict:
-        return {**super().training_kwargs(options), "mtgc_dim": options["dependency_dim"],
-                "cls_prior_prob": options["cls_prior_prob"]}
+    def training_kwargs(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        return {**super().training_kwargs(options), "mtgc_dim": options["dependency_dim"]}
 
     def forward(self, feats_v: Tensor, feats_a: Tensor, mask: Tensor) -> DetectorOutput:
         length = feats_v.shape[-1]
@@ -136,59 +142,17 @@ class CCNetDetector(PyramidDetector):
         return self.run_heads(feats, masks, self.max_seq_len)
 
     @classmethod
-    def from_state_dict(cls, state_dict: Mapping[str, Tensor], n_head: int = 4,
-                        regression_range: Sequence[Sequence[float]] | None = None
-                        ) -> CCNetDetector:
-        """Build and strictly load from a checkpoint state dict (``module.`` prefix optional).
-
-        The model's parameters ARE the given tensors (no copy): clone the
-        state dict first if it will be modified elsewhere.
-
-        Sizes, depths and ``max_seq_len`` come from tensor shapes; the number
-        of backbone attention heads (not visible in the weights) defaults to
-        the published config's 4.
-        """
-        sd = strip_module_prefix(state_dict)
-        try:
-            heads = head_hparams(sd)
-            embd_w = sd["backbone.embd_V.0.conv.weight"]
-            n_cross = count_indexed(sd, "backbone.CMI_Visual")
-            arch = (count_indexed(sd, "backbone.embd_V"), count_indexed(sd, "backbone.self_att_V"),
-                    n_cross)
-            if n_cross:
-                # a stride-s block's query conv has kernel s + 1
-                stride = sd["backbone.CMI_Visual.0.attn.query_conv.conv.weight"].shape[-1] - 1
-                if stride != SCALE_FACTOR:
-                    raise WeightsError(f"CCNet checkpoint has pyramid stride {stride}; "
-                                       f"the MTGC block only supports {SCALE_FACTOR}")
-            use_channel_att = "MTGC_block.feature_tem_press.conv.weight" in sd
-            # Linear layers over time reveal the length the model was built for
-            max_seq_len = (sd["MTGC_block.C2F_linear.0.weight"].shape[0] if n_cross
-                           else sd["MTGC_block.feature_tem_block.0.weight"].shape[1])
-            mtgc_kwargs = {
-                "mtgc_dim": sd["MTGC_block.cooccur_branch.ln11.weight"].shape[1],
-                "mtgc_kernel_size": sd["MTGC_block.feature_expand.conv.weight"].shape[-1],
-                "use_channel_att": use_channel_att,
-            }
-        except KeyError as err:
-            raise WeightsError(f"not a CCNet detector checkpoint (missing {err.args[0]})") from err
-        levels = n_cross + 1
-        regression_range = checkpoint_regression_range("CCNet", levels, heads["fpn_levels"],
-                                                       regression_range)
-        if max_seq_len % SCALE_FACTOR ** (levels - 1):
-            raise WeightsError(f"CCNet checkpoint built for {max_seq_len} steps, which "
-                               f"{levels} pyramid levels cannot halve evenly")
-        # Built on the meta device and given the checkpoint's own tensors:
-        # no random init of ~235M parameters, no second copy in memory.
-        with torch.device("meta"):
-            model = cls(
-                input_dim_v=embd_w.shape[1],
-                input_dim_a=sd["backbone.embd_A.0.conv.weight"].shape[1],
-                embd_dim=embd_w.shape[0], n_head=n_head, num_classes=heads["num_classes"],
-                max_seq_len=max_seq_len, backbone_arch=arch, embd_kernel_size=embd_w.shape[-1],
-                embd_with_ln="backbone.embd_norm_V.0.weight" in sd, head_dim=heads["feat_dim"],
-                head_num_layers=heads["num_layers"], head_kernel_size=heads["kernel_size"],
-                head_with_ln=heads["with_ln"], class_aware=heads["class_aware"],
-                layer_scale="backbone.ori_CMI_Visual.drop_path_attn.scale" in sd,
-                regression_range=regression_range, **mtgc_kwargs)
-        return assign_checkpoint(model, sd, "CCNet", embd_w.device)
+    def kwargs_from_state_dict(cls, state_dict: Mapping[str, Tensor],
+                               hints: Mapping[str, Any]) -> dict[str, Any]:
+        """CCNet's own sizes: the MTGC block's, and ``max_seq_len``, which its Linear
+        layers over time reveal. The number of backbone attention heads (not visible in
+        the weights) comes from the hints, else the published config's 4."""
+        sd = state_dict
+        return {
+            "max_seq_len": (sd["MTGC_block.C2F_linear.0.weight"].shape[0]
+                            if count_indexed(sd, cls.cross_prefix)
+                            else sd["MTGC_block.feature_tem_block.0.weight"].shape[1]),
+            "mtgc_dim": sd["MTGC_block.cooccur_branch.ln11.weight"].shape[1],
+            "mtgc_kernel_size": sd["MTGC_block.feature_expand.conv.weight"].shape[-1],
+            "use_channel_att": "MTGC_block.feature_tem_press.conv.weight" in sd,
+        }

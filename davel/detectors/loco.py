@@ -41,7 +41,7 @@ tensor's zero padding otherwise, as in UnAV) and the length stays within
 
 LCC never runs in :meth:`LoCoDetector.forward`; :meth:`LoCoDetector.forward_train`
 adds it. LoCo has no layer sized by ``max_seq_len``: like UnAV it runs any
-multiple of the total stride in one pass (up to :data:`SINGLE_PASS_MAX`).
+multiple of the total stride in one pass (up to :data:`davel.detectors.base.SINGLE_PASS_MAX`).
 """
 from __future__ import annotations
 
@@ -51,26 +51,37 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from davel.detectors.base import DEFAULT_REGRESSION_RANGE, PyramidDetector, padded_length
+from davel.detectors.base import DEFAULT_REGRESSION_RANGE, ModelOption, PyramidDetector
 from davel.detectors.cdp import MODES, CDPBlock
 from davel.detectors.layers import ChannelLayerNorm, MaskedConv1D, TransformerBlock, transformer_blocks
 from davel.detectors.lcc import TARGETS, LCCHead, lcc_loss
 from davel.detectors.output import DetectorOutput
-from davel.detectors.state_dict import assign_checkpoint, checkpoint_regression_range, count_indexed, head_hparams
+from davel.detectors.state_dict import count_indexed
 from davel.detectors.stem import TwoStreamStem
-from davel.detectors.unav import SINGLE_PASS_MAX, DependencyBlock
-from davel.errors import InputError, WeightsError
-from weights.store import strip_module_prefix
+from davel.detectors.unav import DependencyBlock, pyramid_arch
+from davel.errors import WeightsError
 
 ATTENTIONS = ("adaptive", "fixed", "global")
-# LoCo's own training options and their defaults (the paper's full model)
-TRAINING_DEFAULTS: dict[str, Any] = {
-    "attention": "adaptive", "cdp_window": 8, "cdp_mode": "sliding", "decoder": "fusion",
-    "use_lcc": True, "lcc_weight": 0.1, "lcc_target": "gaussian", "lcc_mask_padding": True,
-    "tau_init": 0.07, "sigma_init": 1.0}
 DECODERS = ("fusion", "tdm")
 # the single-level "base" model regresses every event size at level 0
 SINGLE_LEVEL_RANGE: tuple[tuple[float, float], ...] = ((0, 10000),)
+# LoCo's own options with their defaults (the paper's full model)
+OPTIONS = (
+    ModelOption("attention", "adaptive", "cross-modal attention: adaptive (CDP), fixed (a sliding "
+                "window) or global (UnAV's)", choices=ATTENTIONS),
+    ModelOption("cdp_window", 8, "base window W of the CDP attention", minimum=1),
+    ModelOption("cdp_mode", "sliding", "CDP windows: sliding (one per step) or window (fixed blocks)",
+                choices=MODES),
+    ModelOption("decoder", "fusion", "multimodal decoder: fusion (A1) or tdm (UnAV's dependency block)",
+                choices=DECODERS),
+    ModelOption("use_lcc", True, "train with the LCC loss (Eq. 12)", flag="--lcc/--no-lcc"),
+    ModelOption("lcc_weight", 0.1, "weight of the LCC loss (Eq. 12)", minimum=0),
+    ModelOption("lcc_target", "gaussian", "LCC target correspondence", choices=TARGETS),
+    ModelOption("lcc_mask_padding", True, "leave padded steps out of the LCC loss",
+                flag="--lcc-mask-padding/--lcc-keep-padding"),
+    ModelOption("tau_init", 0.07, "initial LCC temperature tau", minimum=0),
+    ModelOption("sigma_init", 1.0, "initial LCC Gaussian width sigma", minimum=0),
+)
 
 
 def cross_block(n_embd: int, n_head: int, stride: int, attention: str, window: int, mode: str,
@@ -186,11 +197,12 @@ class LoCoDetector(PyramidDetector):
     """
 
     kind: ClassVar[str] = "loco"
+    # whatever its attention: UnAV has dependency_block., CCNet MTGC_block.
     state_dict_markers: ClassVar[tuple[str, ...]] = ("decoder.", "lcc.")
-    # what a checkpoint's tensors cannot reveal (recorded in davel.model_config)
-    config_hints: ClassVar[tuple[str, ...]] = (
-        "n_head", "max_seq_len", "use_abs_pe", "attention", "cdp_window", "cdp_mode", "decoder",
-        "use_lcc", "lcc_weight", "lcc_target", "lcc_mask_padding", "tau_init", "sigma_init")
+    cross_prefix: ClassVar[str] = "backbone.cross_att_Va"
+    options: ClassVar[tuple[ModelOption, ...]] = OPTIONS
+    # with the options: what a checkpoint's tensors cannot reveal (davel.model_config)
+    config_hints: ClassVar[tuple[str, ...]] = ("n_head", "max_seq_len", "use_abs_pe")
 
     def __init__(self, input_dim_v: int = 2048, input_dim_a: int = 128, embd_dim: int = 512,
                  n_head: int = 4, num_classes: int = 100, max_seq_len: int = 224,
@@ -232,33 +244,15 @@ class LoCoDetector(PyramidDetector):
                             lcc_target, tau_init, sigma_init) if use_lcc else None)
         self.init_biases(cls_prior_prob)  # the WA convs stay all-zero: they have no bias to prior
 
-    def padded_length(self, num_steps: int) -> int:
-        """Length the model runs at: ``max_seq_len``, or the next multiple of the total stride."""
-        return padded_length(num_steps, self.max_seq_len, self.max_div_factor)
-
-    def max_single_pass(self) -> int:
-        """Most steps one forward should take (longer videos are windowed, as for UnAV)."""
-        return max(SINGLE_PASS_MAX, self.max_seq_len)
-
     @classmethod
     def training_kwargs(cls, options: Mapping[str, Any]) -> dict[str, Any]:
-        """The generic options plus ``dependency_dim`` (the ``tdm`` decoder) and LoCo's own
-        (``model_options``: ``attention``, ``cdp_window``, ``use_lcc``, ``lcc_weight``,
-        ``lcc_target``, ...), every one of them written out so that a checkpoint's
-        ``davel.model_config`` says how it was built."""
-        own = {**TRAINING_DEFAULTS, **options.get("model_options", {})}
-        unknown = sorted(set(own) - set(TRAINING_DEFAULTS))
-        if unknown:
-            raise ValueError(f"unknown LoCo options: {', '.join(unknown)}")
-        return {**super().training_kwargs({**options, "model_options": own}),
-                "dependency_dim": options["dependency_dim"], "cls_prior_prob": options["cls_prior_prob"]}
+        """The generic options, every LoCo option (:data:`OPTIONS`) and ``dependency_dim``
+        (the ``tdm`` decoder's width)."""
+        return {**super().training_kwargs(options), "dependency_dim": options["dependency_dim"]}
 
     def _run(self, feats_v: Tensor, feats_a: Tensor, mask: Tensor
              ) -> tuple[DetectorOutput, tuple[Tensor, Tensor, Tensor]]:
-        length = feats_v.shape[-1]
-        if length % self.max_div_factor or feats_a.shape[-1] != length or mask.shape[-1] != length:
-            raise InputError(f"inputs must share a length divisible by {self.max_div_factor}, got "
-                             f"{feats_v.shape[-1]}/{feats_a.shape[-1]}/{mask.shape[-1]}")
+        length = self.check_inputs(feats_v, feats_a, mask)
         mask3 = mask[:, None, :]
         keep = mask3.to(feats_v.dtype)
         feats_vis, feats_aud, masks, (f_v, f_a) = self.backbone(feats_v * keep, feats_a * keep,
@@ -290,93 +284,42 @@ class LoCoDetector(PyramidDetector):
     # ---- checkpoints ---------------------------------------------------
 
     @classmethod
-    def matches_state_dict(cls, state_dict: Mapping[str, Tensor]) -> bool:
-        """True for a LoCo state dict (``decoder.`` or ``lcc.`` keys; UnAV has
-        ``dependency_block.``, CCNet ``MTGC_block.``), whatever its attention."""
-        return any(k.startswith(("decoder.", "lcc.")) for k in strip_module_prefix(state_dict))
+    def default_regression_range(cls, levels: int) -> Sequence[Sequence[float]] | None:
+        return SINGLE_LEVEL_RANGE if levels == 1 else super().default_regression_range(levels)
 
     @classmethod
-    def from_state_dict(cls, state_dict: Mapping[str, Tensor], *, n_head: int = 4,
-                        max_seq_len: int = 224, use_abs_pe: bool = True,
-                        attention: str | None = None, cdp_window: int = 8,
-                        cdp_mode: str = "sliding", decoder: str | None = None,
-                        use_lcc: bool | None = None, lcc_weight: float = 0.1,
-                        lcc_target: str = "gaussian", lcc_mask_padding: bool = True,
-                        tau_init: float = 0.07, sigma_init: float = 1.0,
-                        regression_range: Sequence[Sequence[float]] | None = None
-                        ) -> LoCoDetector:
-        """Build on the meta device and load strictly (``module.`` prefix optional), eval mode.
-
-        The model's parameters ARE the given tensors (no copy). Sizes and depths
-        come from tensor shapes, as do the decoder kind, LCC's presence and
-        whether the attention is adaptive; the keyword hints (:attr:`config_hints`)
-        give the rest and are checked against what the keys show. Without an
-        ``attention`` hint a checkpoint without Window Adaptation keys is read as
-        ``"global"`` (``"fixed"`` has the same keys).
-        """
-        sd = strip_module_prefix(state_dict)
+    def kwargs_from_state_dict(cls, state_dict: Mapping[str, Tensor],
+                               hints: Mapping[str, Any]) -> dict[str, Any]:
+        """The decoder kind, LCC's presence and whether the attention is adaptive come
+        from the keys, and are checked against the hints; without an ``attention`` hint a
+        checkpoint without Window Adaptation keys is read as ``"global"`` (``"fixed"``
+        has the same keys)."""
+        sd = state_dict
         if not cls.matches_state_dict(sd):
             raise WeightsError("not a LoCo detector checkpoint (no decoder. or lcc. keys)")
-        try:
-            heads = head_hparams(sd)
-            embd_w = sd["backbone.embd_V.0.conv.weight"]
-            embd_dim = embd_w.shape[0]
-            n_cross = count_indexed(sd, "backbone.cross_att_Va")
-            arch = (count_indexed(sd, "backbone.embd_V"),
-                    count_indexed(sd, "backbone.self_att_V") + 1, n_cross)
-            # a stride-s block's query conv has kernel s + 1
-            scale_factor = (sd["backbone.cross_att_Va.0.attn.query_conv.conv.weight"].shape[-1] - 1
-                            if n_cross else 2)
-            has_wa = any(k.startswith("backbone.") and ".attn.wa." in k for k in sd)
-            found_decoder = "tdm" if "decoder.feature_expand.conv.weight" in sd else "fusion"
-            has_lcc = any(k.startswith("lcc.") for k in sd)
-            extra: dict = {}
-            if found_decoder == "tdm":
-                extra["dependency_dim"] = sd["decoder.cooccur_branch.ln11.weight"].shape[1]
-            else:
-                if "decoder.proj.conv.weight" not in sd:
-                    raise KeyError("decoder.proj.conv.weight")
-                extra["decoder_blocks"] = count_indexed(sd, "decoder.blocks")
-            if has_lcc:
-                extra["lcc_hidden"] = sd["lcc.proj_V.0.weight"].shape[0]
-                extra["lcc_dim"] = sd["lcc.proj_V.2.weight"].shape[0]
-        except KeyError as err:
-            raise WeightsError(f"not a LoCo detector checkpoint (missing {err.args[0]})") from err
+        has_wa = any(k.startswith("backbone.") and ".attn.wa." in k for k in sd)
+        decoder = "tdm" if "decoder.feature_expand.conv.weight" in sd else "fusion"
+        has_lcc = any(k.startswith("lcc.") for k in sd)
+        kwargs: dict[str, Any] = {"backbone_arch": pyramid_arch(sd, cls.cross_prefix),
+                                  "decoder": decoder, "use_lcc": has_lcc}
+        if decoder == "tdm":
+            kwargs["dependency_dim"] = sd["decoder.cooccur_branch.ln11.weight"].shape[1]
+        else:
+            if "decoder.proj.conv.weight" not in sd:
+                raise KeyError("decoder.proj.conv.weight")
+            kwargs["decoder_blocks"] = count_indexed(sd, "decoder.blocks")
+        if has_lcc:
+            kwargs["lcc_hidden"] = sd["lcc.proj_V.0.weight"].shape[0]
+            kwargs["lcc_dim"] = sd["lcc.proj_V.2.weight"].shape[0]
 
-        if attention is None:
-            attention = "adaptive" if has_wa else "global"
+        attention = hints.get("attention") or ("adaptive" if has_wa else "global")
         if (attention == "adaptive") != has_wa:
             raise WeightsError(f"LoCo checkpoint {'has' if has_wa else 'lacks'} Window Adaptation "
                                f"weights, but its config says attention={attention!r}")
-        if decoder is not None and decoder != found_decoder:
-            raise WeightsError(f"LoCo checkpoint has a {found_decoder!r} decoder, "
-                               f"but its config says {decoder!r}")
-        if use_lcc is not None and bool(use_lcc) != has_lcc:
+        if hints.get("decoder") not in (None, decoder):
+            raise WeightsError(f"LoCo checkpoint has a {decoder!r} decoder, "
+                               f"but its config says {hints['decoder']!r}")
+        if hints.get("use_lcc") is not None and bool(hints["use_lcc"]) != has_lcc:
             raise WeightsError(f"LoCo checkpoint {'has' if has_lcc else 'lacks'} LCC weights, "
-                               f"but its config says use_lcc={use_lcc}")
-        levels = n_cross + 1
-        if regression_range is None and levels == 1:
-            regression_range = SINGLE_LEVEL_RANGE
-        regression_range = checkpoint_regression_range("LoCo", levels, heads["fpn_levels"],
-                                                       regression_range)
-        try:
-            # meta device: no random init of ~100M parameters, no second copy in memory
-            with torch.device("meta"):
-                model = cls(
-                    input_dim_v=embd_w.shape[1],
-                    input_dim_a=sd["backbone.embd_A.0.conv.weight"].shape[1],
-                    embd_dim=embd_dim, n_head=n_head, num_classes=heads["num_classes"],
-                    max_seq_len=max_seq_len, backbone_arch=arch, scale_factor=scale_factor,
-                    embd_kernel_size=embd_w.shape[-1],
-                    embd_with_ln="backbone.embd_norm_V.0.weight" in sd,
-                    head_dim=heads["feat_dim"], head_num_layers=heads["num_layers"],
-                    head_kernel_size=heads["kernel_size"], head_with_ln=heads["with_ln"],
-                    class_aware=heads["class_aware"], use_abs_pe=use_abs_pe, attention=attention,
-                    cdp_window=cdp_window, cdp_mode=cdp_mode, decoder=found_decoder,
-                    use_lcc=has_lcc, lcc_weight=lcc_weight, lcc_target=lcc_target,
-                    lcc_mask_padding=lcc_mask_padding, tau_init=tau_init, sigma_init=sigma_init,
-                    layer_scale="backbone.ori_cross_att_Va.drop_path_attn.scale" in sd,
-                    regression_range=regression_range, **extra)
-        except ValueError as err:
-            raise WeightsError(f"LoCo checkpoint with this config cannot be built: {err}") from err
-        return assign_checkpoint(model, sd, "LoCo", embd_w.device)
+                               f"but its config says use_lcc={hints['use_lcc']}")
+        return {**kwargs, "attention": attention}

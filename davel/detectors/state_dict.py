@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from davel.detectors.base import DEFAULT_REGRESSION_RANGE
 from davel.errors import WeightsError
 
 
@@ -44,16 +43,44 @@ def head_hparams(state_dict: Mapping[str, Tensor]) -> dict:
     }
 
 
+def stem_head_kwargs(state_dict: Mapping[str, Tensor], cross_prefix: str) -> dict:
+    """The constructor arguments every kind reads the same way (keys without ``module.``):
+    feature sizes, embedding, the heads, ``layer_scale``, ``backbone_arch`` =
+    (embedding convs, unimodal blocks, strided cross-modal blocks ``<cross_prefix>.<i>``)
+    and the pyramid's ``scale_factor`` (a stride-s block's query conv has kernel s + 1),
+    plus ``fpn_levels`` (the regression head's scales, to check against the levels).
+    KeyError when a key every kind has is missing."""
+    heads = head_hparams(state_dict)
+    embd_w = state_dict["backbone.embd_V.0.conv.weight"]
+    n_cross = count_indexed(state_dict, cross_prefix)
+    return {
+        "input_dim_v": embd_w.shape[1],
+        "input_dim_a": state_dict["backbone.embd_A.0.conv.weight"].shape[1],
+        "embd_dim": embd_w.shape[0], "num_classes": heads["num_classes"],
+        "embd_kernel_size": embd_w.shape[-1],
+        "embd_with_ln": "backbone.embd_norm_V.0.weight" in state_dict,
+        "head_dim": heads["feat_dim"], "head_num_layers": heads["num_layers"],
+        "head_kernel_size": heads["kernel_size"], "head_with_ln": heads["with_ln"],
+        "class_aware": heads["class_aware"],
+        # every block of a model has the layer-scale parameters or none has
+        "layer_scale": any(k.startswith("backbone.") and k.endswith(".drop_path_attn.scale")
+                           for k in state_dict),
+        "backbone_arch": (count_indexed(state_dict, "backbone.embd_V"),
+                          count_indexed(state_dict, "backbone.self_att_V"), n_cross),
+        "scale_factor": (state_dict[f"{cross_prefix}.0.attn.query_conv.conv.weight"].shape[-1] - 1
+                         if n_cross else 2),
+        "fpn_levels": heads["fpn_levels"],
+    }
+
+
 def checkpoint_regression_range(label: str, levels: int, head_levels: int,
                                 regression_range: Sequence[Sequence[float]] | None
                                 ) -> Sequence[Sequence[float]]:
-    """The regression ranges for a checkpoint with ``levels`` pyramid levels (the
-    published ones unless given); WeightsError when heads and levels disagree."""
+    """The regression ranges for a checkpoint with ``levels`` pyramid levels (``None``: not
+    known for that many levels); WeightsError when unknown or when heads and levels disagree."""
     if regression_range is None:
-        if levels != len(DEFAULT_REGRESSION_RANGE):
-            raise WeightsError(f"{label} checkpoint has {levels} pyramid levels; "
-                               f"regression ranges are known for {len(DEFAULT_REGRESSION_RANGE)}")
-        regression_range = DEFAULT_REGRESSION_RANGE
+        raise WeightsError(f"{label} checkpoint has {levels} pyramid levels; "
+                           f"regression ranges are not known for that many")
     if head_levels != levels:
         raise WeightsError(f"{label} checkpoint: {head_levels} head scales for {levels} levels")
     return regression_range

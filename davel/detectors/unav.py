@@ -9,23 +9,17 @@ strictly once the ``module.`` prefix is dropped.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from davel.detectors.base import DEFAULT_REGRESSION_RANGE, PyramidDetector, padded_length
+from davel.detectors.base import DEFAULT_REGRESSION_RANGE, PyramidDetector
 from davel.detectors.dependency import dependency_branches
 from davel.detectors.layers import MaskedConv1D, TransformerBlock, transformer_blocks
 from davel.detectors.output import DetectorOutput
-from davel.detectors.state_dict import assign_checkpoint, checkpoint_regression_range, count_indexed, head_hparams
+from davel.detectors.state_dict import count_indexed
 from davel.detectors.stem import TwoStreamStem
-from davel.errors import InputError, WeightsError
-from weights.store import strip_module_prefix
-
-# Longest input the official code runs in one pass (pad to a multiple of 32,
-# interpolated positional embedding); longer inputs are windowed like CCNet's.
-SINGLE_PASS_MAX = 2048
 
 
 class CrossModalPyramid(TwoStreamStem):
@@ -110,8 +104,9 @@ class UnAVDetector(PyramidDetector):
 
     kind: ClassVar[str] = "unav"
     # UnAV's max_seq_len only sizes the positional table: the weights cannot show it
-    config_hints: ClassVar[tuple[str, ...]] = ("n_head", "max_seq_len")
+    config_hints: ClassVar[tuple[str, ...]] = ("n_head", "max_seq_len", "use_abs_pe")
     state_dict_markers: ClassVar[tuple[str, ...]] = ("dependency_block.", "backbone.ori_cross_att_Va.")
+    cross_prefix: ClassVar[str] = "backbone.cross_att_Va"
 
     def __init__(self, input_dim_v: int = 2048, input_dim_a: int = 128, embd_dim: int = 512,
                  n_head: int = 4, num_classes: int = 100, max_seq_len: int = 224,
@@ -135,23 +130,12 @@ class UnAVDetector(PyramidDetector):
                          class_aware)
         self.init_biases(cls_prior_prob)
 
-    def padded_length(self, num_steps: int) -> int:
-        """Length the model runs at for ``num_steps`` feature steps (224, or a multiple of 32 beyond)."""
-        return padded_length(num_steps, self.max_seq_len, self.max_div_factor)
-
-    def max_single_pass(self) -> int:
-        return max(SINGLE_PASS_MAX, self.max_seq_len)
-
     @classmethod
-    def training_kwargs(cls, options: Mapping) -> dict:
-        return {**super().training_kwargs(options), "dependency_dim": options["dependency_dim"],
-                "cls_prior_prob": options["cls_prior_prob"]}
+    def training_kwargs(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        return {**super().training_kwargs(options), "dependency_dim": options["dependency_dim"]}
 
     def forward(self, feats_v: Tensor, feats_a: Tensor, mask: Tensor) -> DetectorOutput:
-        length = feats_v.shape[-1]
-        if length % self.max_div_factor or feats_a.shape[-1] != length or mask.shape[-1] != length:
-            raise InputError(f"inputs must share a length divisible by {self.max_div_factor}, got "
-                             f"{feats_v.shape[-1]}/{feats_a.shape[-1]}/{mask.shape[-1]}")
+        length = self.check_inputs(feats_v, feats_a, mask)
         feats_vis, feats_aud, masks = self.backbone(feats_v, feats_a, mask[:, None, :])
         feats = [torch.cat((v, a), dim=1) for v, a in zip(feats_vis, feats_aud)]
         if self.dependency_block is not None:
@@ -159,54 +143,23 @@ class UnAVDetector(PyramidDetector):
         return self.run_heads(feats, masks, length)
 
     @classmethod
-    def from_state_dict(cls, state_dict: Mapping[str, Tensor], n_head: int = 4,
-                        max_seq_len: int = 224, use_abs_pe: bool = True,
-                        regression_range: Sequence[Sequence[float]] | None = None
-                        ) -> UnAVDetector:
-        """Build and strictly load from a checkpoint state dict (``module.`` prefix optional).
+    def kwargs_from_state_dict(cls, state_dict: Mapping[str, Tensor],
+                               hints: Mapping[str, Any]) -> dict[str, Any]:
+        """UnAV's own sizes: the dependency block's. What shapes cannot tell (number of
+        heads, ``max_seq_len`` and the absolute positional table, which is not saved)
+        comes from the hints, else the published UnAV-100 config."""
+        sd = state_dict
+        kwargs: dict[str, Any] = {"backbone_arch": pyramid_arch(sd, cls.cross_prefix),
+                                  "use_dependency": "dependency_block.feature_expand.conv.weight" in sd}
+        if kwargs["use_dependency"]:
+            kwargs["dependency_dim"] = sd["dependency_block.cooccur_branch.ln11.weight"].shape[1]
+            kwargs["dependency_kernel_size"] = sd["dependency_block.feature_expand.conv.weight"].shape[-1]
+        return kwargs
 
-        The model's parameters ARE the given tensors (no copy): clone the
-        state dict first if it will be modified elsewhere.
 
-        Sizes come from tensor shapes; what shapes cannot tell (number of heads,
-        max_seq_len and abs. positional embedding, whose table is not saved)
-        defaults to the published UnAV-100 config.
-        """
-        sd = strip_module_prefix(state_dict)
-        try:
-            heads = head_hparams(sd)
-            embd_w = sd["backbone.embd_V.0.conv.weight"]
-            n_cross = count_indexed(sd, "backbone.cross_att_Va")
-            arch = (count_indexed(sd, "backbone.embd_V"),
-                    count_indexed(sd, "backbone.self_att_V") + 1, n_cross)
-            # a stride-s block's query conv has kernel s + 1
-            scale_factor = (sd["backbone.cross_att_Va.0.attn.query_conv.conv.weight"].shape[-1] - 1
-                            if n_cross else 2)
-            use_dependency = "dependency_block.feature_expand.conv.weight" in sd
-            dep_kwargs = {}
-            if use_dependency:
-                dep_kwargs = {
-                    "dependency_dim": sd["dependency_block.cooccur_branch.ln11.weight"].shape[1],
-                    "dependency_kernel_size":
-                        sd["dependency_block.feature_expand.conv.weight"].shape[-1],
-                }
-        except KeyError as err:
-            raise WeightsError(f"not an UnAV detector checkpoint (missing {err.args[0]})") from err
-        levels = n_cross + 1
-        regression_range = checkpoint_regression_range("UnAV", levels, heads["fpn_levels"],
-                                                       regression_range)
-        # Built on the meta device and given the checkpoint's own tensors:
-        # no random init of ~100M parameters, no second copy in memory.
-        with torch.device("meta"):
-            model = cls(
-                input_dim_v=embd_w.shape[1], input_dim_a=sd["backbone.embd_A.0.conv.weight"].shape[1],
-                embd_dim=embd_w.shape[0], n_head=n_head, num_classes=heads["num_classes"],
-                max_seq_len=max_seq_len, backbone_arch=arch, scale_factor=scale_factor,
-                embd_kernel_size=embd_w.shape[-1], embd_with_ln="backbone.embd_norm_V.0.weight" in sd,
-                head_dim=heads["feat_dim"], head_num_layers=heads["num_layers"],
-                head_kernel_size=heads["kernel_size"], head_with_ln=heads["with_ln"],
-                class_aware=heads["class_aware"], use_dependency=use_dependency,
-                use_abs_pe=use_abs_pe,
-                layer_scale="backbone.ori_cross_att_Va.drop_path_attn.scale" in sd,
-                regression_range=regression_range, **dep_kwargs)
-        return assign_checkpoint(model, sd, "UnAV", embd_w.device)
+def pyramid_arch(state_dict: Mapping[str, Tensor], cross_prefix: str) -> tuple[int, int, int]:
+    """``backbone_arch`` of a UnAV-style backbone: (embedding convs, unimodal blocks + 1,
+    strided cross-modal blocks); its arch[1] counts the full-resolution cross block."""
+    return (count_indexed(state_dict, "backbone.embd_V"),
+            count_indexed(state_dict, "backbone.self_att_V") + 1,
+            count_indexed(state_dict, cross_prefix))

@@ -47,10 +47,14 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raise InputError for values no run can use."""
-        from davel.detectors.registry import detector_names
+        from davel.detectors.registry import detector_names, get_detector_class
 
         if self.model not in detector_names():
             raise InputError(f"unknown model '{self.model}' (choose {' or '.join(detector_names())})")
+        try:
+            get_detector_class(self.model).check_options(self.model_options)
+        except ValueError as exc:
+            raise InputError(str(exc)) from exc
         if self.max_seq_len <= 0 or self.max_seq_len % 32:
             raise InputError(f"--max-seq-len must be a positive multiple of 32 "
                              f"(6 pyramid levels), got {self.max_seq_len}")
