@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import davel
 from davel.cli import app
 
-from media import write_video
+from media_files import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()

@@ -23,7 +23,7 @@ from davel.cli import app as davel_app
 from davel.viewer.page import asset, build_page, script_json, write_page
 from davel.viewer.results import load_results
 
-from media import write_video
+from media_files import write_video
 
 runner = CliRunner()
 XSS = "<img src=x onerror=alert(1)>"
