@@ -59,7 +59,7 @@ def main() -> None:
 
     from weights.standin_files import write_standins
 
-    from media import write_video
+    from media_files import write_video
 
     work = Path(tempfile.mkdtemp(prefix="bench_batch_"))
     vids = work / "videos"

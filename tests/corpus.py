@@ -22,7 +22,7 @@ import torch
 from weights.standin import standin_state_dict
 from weights.standin_files import official_checkpoint
 
-from media import write_video, write_with_cover_art
+from media_files import write_video, write_with_cover_art
 
 DONE, WARNING, FAILED = "done", "warning", "failed"
 SIZE = (64, 48)  # upscaled to the 128 short side: tiny files, same work for I3D

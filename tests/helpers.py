@@ -149,3 +149,10 @@ def make_dataset(root: Path, n_train: int = 6, n_val: int = 2, n_test: int = 2, 
     ann = root / "ann.json"
     ann.write_text(json.dumps({"database": db}))
     return ann, feats
+
+
+def read_state(path: Path) -> dict:
+    """A checkpoint written by :func:`davel.train.train`, loaded on the CPU (tensors only)."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import davel
 from davel.cli import app
 
-from media import write_video
+from media_files import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -56,15 +56,6 @@ def test_a_video_without_duration_header_keeps_its_events(tmp_path, tiny_checkpo
     # davel 0.1 reported duration 0.0 and clamped every event to [0, 0]
     assert result.duration == pytest.approx(2.0)
     assert any(e.end > 0 for e in result.events)
-
-
-def test_available_models_and_unknown_names(tmp_path, tiny_checkpoint):
-    assert davel.available_models()[:2] == ["ccnet", "unav"]
-    res = runner.invoke(app, ["weights", "import", str(tiny_checkpoint), "--name", "tiny-api"])
-    assert res.exit_code == 0, res.output
-    assert "tiny-api" in davel.available_models()
-    with pytest.raises(davel.WeightsError, match="unknown model 'nope'"):
-        davel.load_detector("nope", device="cpu")
 
 
 def _python(code: str, env: dict | None = None) -> subprocess.CompletedProcess:

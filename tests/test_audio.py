@@ -13,7 +13,7 @@ import pytest
 from davel.errors import InputError
 from extractors.audio import decode_audio, resample_to_16k, silence
 
-from media import write_video
+from media_files import write_video
 
 
 def test_sample_a_decodes_every_aac_packet_including_preroll(fixtures):
@@ -82,7 +82,7 @@ def test_other_codecs_decode(tmp_path, codec, suffix):
     track = decode_audio(path)
     assert track.codec in (codec, codec.removeprefix("lib")) and not track.adts_copy
     assert abs(track.duration - 1.0) < 0.1
-    # A 0.3 amplitude tone survived (lossy codecs: loosely). (tests/media.py writes
+    # A 0.3 amplitude tone survived (lossy codecs: loosely). (tests/media_files.py writes
     # s16/float sample formats only, hence mp2 rather than mp3's s32p.)
     assert 0.25 < np.abs(track.samples[len(track.samples) // 4:]).max() < 0.35
 

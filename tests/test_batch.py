@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from media import write_video
+from media_files import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--no-flow", "--short-side", "128", "--crop", "112", "--device", "cpu", "-q"]

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from davel.cli import app
 
-from media import write_video
+from media_files import write_video
 
 runner = CliRunner()
 

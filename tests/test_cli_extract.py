@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from davel.cli import app
 
-from media import write_video
+from media_files import write_video
 
 runner = CliRunner()
 FAST = ["--short-side", "128", "--crop", "112", "--raft-iterations", "2", "--device", "cpu"]

@@ -12,7 +12,7 @@ import pytest
 from davel.errors import InputError
 from extractors.decode import iter_frames, probe, resize_short_side
 
-from media import index_frame, read_index, write_video, write_with_cover_art
+from media_files import index_frame, read_index, write_video, write_with_cover_art
 
 # Source frame chosen for each 25 fps output frame by `ffmpeg -i X -filter:v fps=fps=25`
 # (ffmpeg 5.1), measured on the files these tests write.

@@ -22,7 +22,7 @@ from extractors.extract import ExtractionSettings, FeatureExtractor, decoded_dur
 from extractors.timebase import I3D_VGGISH
 from weights import store
 
-from media import encode_frames, write_video
+from media_files import encode_frames, write_video
 
 
 @pytest.fixture

@@ -1,14 +1,11 @@
-"""Result writers and class-name files."""
+"""Result writers (davel.outputs): formats, streaming, atomic files."""
 import csv
 import io
 import json
 
 import pytest
 
-from davel.errors import InputError
-from davel.labels import label_name, read_labels
 from davel.outputs import FORMATS, ResultSink, format_from_path, render
-from davel.windows import window_starts
 
 RESULT = {"video": "a.mp4", "duration": 10.0, "model": "unav",
           "checkpoint": {"name": "x.pth", "sha256": "0" * 64},
@@ -54,28 +51,6 @@ def test_sink_streams_jsonl_and_writes_files_atomically(tmp_path):
     sink.close()
     assert json.loads(path.read_text())["events"][0]["label"] == "dog barking"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
-
-
-def test_labels_from_annotation_json_and_text(fixtures, tmp_path):
-    names = read_labels(fixtures / "detector" / "map_gt.json")
-    assert names[25] == "playing guitar" and names[7] == "car horn"
-    txt = tmp_path / "names.txt"
-    txt.write_text("a\nb\n\nc\n")
-    assert read_labels(txt) == ["a", "b", "c"]
-    assert label_name(None, 5) == "class_5" and label_name(["x"], 3) == "class_3"
-    with pytest.raises(InputError):
-        read_labels(tmp_path / "missing.txt")
-    bad = tmp_path / "bad.json"
-    bad.write_text("{not json")
-    with pytest.raises(InputError):
-        read_labels(bad)
-
-
-def test_windows_cover_everything_with_overlap():
-    assert window_starts(100, 224) == [0]
-    s = window_starts(1000, 224)
-    assert s[0] == 0 and s[-1] == 1000 - 224
-    assert all(b - a <= 112 for a, b in zip(s, s[1:]))
 
 
 def test_json_lines_stream_to_the_file_once_each(tmp_path, monkeypatch):

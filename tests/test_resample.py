@@ -16,7 +16,7 @@ from extractors.audio import decode_audio, open_audio
 from extractors.resample import StreamResampler, resample_pieces
 from extractors.vggish import embed_examples, frame_examples, log_mel, stream_features
 
-from media import write_video
+from media_files import write_video
 
 
 def _cut(x: np.ndarray, sizes: list[int]) -> list[np.ndarray]:

@@ -16,7 +16,7 @@ from davel.errors import DavelError, InputError
 from davel.viewer import filter_events, load_results, plot_results, save_timeline, timeline_figure
 from davel.viewer.style import clock
 
-from media import write_video
+from media_files import write_video
 
 runner = CliRunner()
 

@@ -1,8 +1,16 @@
 """`davel view`: the page's HTML (self-contained, escaped) and its behaviour in headless Chromium.
 
-The browser tests need Debian's ``chromium`` (or ``DAVEL_CHROMIUM=/path``) and
-the ``playwright`` package; without them they FAIL, they never skip: a page
-nobody ran in a browser is not tested.
+The browser tests need a Chromium (Debian's ``chromium`` package, or
+``DAVEL_CHROMIUM=/path/to/chromium``) and the ``playwright`` package. Without
+them they SKIP, saying how to get a browser, so that the README's test command
+passes on a fresh machine; with ``DAVEL_REQUIRE_BROWSER=1`` (CI sets it in
+``.ci/run``) they FAIL instead: there, a page nobody ran in a browser is not tested.
+
+The browser is ``DAVEL_CHROMIUM`` when that is set, and only it: a path that
+is not a file means "no browser", never another Chromium found elsewhere
+(which also makes a machine that has one behave as one that has none, e.g.
+``DAVEL_CHROMIUM=/nonexistent``). Otherwise ``chromium`` or
+``chromium-browser`` on ``PATH``, then ``/usr/bin/chromium``.
 """
 from __future__ import annotations
 
@@ -23,7 +31,7 @@ from davel.cli import app as davel_app
 from davel.viewer.page import asset, build_page, script_json, write_page
 from davel.viewer.results import load_results
 
-from media import write_video
+from media_files import write_video
 
 runner = CliRunner()
 XSS = "<img src=x onerror=alert(1)>"
@@ -160,24 +168,40 @@ def test_several_videos_listed(tmp_path, media_dir):
 
 
 # ------------------------------------------------------------------ in a real browser
+GET_CHROMIUM = "apt-get install chromium, or set DAVEL_CHROMIUM=/path/to/chromium"
+
+
 def find_chromium() -> str | None:
-    for candidate in (os.environ.get("DAVEL_CHROMIUM"), shutil.which("chromium"),
-                      shutil.which("chromium-browser"), "/usr/bin/chromium"):
+    """The browser to drive (see the module doc); None when there is none."""
+    named = os.environ.get("DAVEL_CHROMIUM")
+    if named:  # the one the user named, or none: never a fall-back to another
+        return named if Path(named).is_file() else None
+    for candidate in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium"):
         if candidate and Path(candidate).is_file():
             return candidate
     return None
 
 
+def no_browser(reason: str) -> None:
+    """Skip the browser tests, or fail them when ``DAVEL_REQUIRE_BROWSER=1`` (CI)."""
+    if os.environ.get("DAVEL_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{reason} (DAVEL_REQUIRE_BROWSER=1 makes this an error)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    """A headless Chromium context with a fresh profile; FAILS when there is no browser."""
+    """A headless Chromium context with a fresh profile; without a browser or playwright the
+    tests using it skip, or fail under ``DAVEL_REQUIRE_BROWSER=1``."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.fail("the browser tests need playwright: pip install '.[test]'")
+        no_browser("the browser tests need playwright: pip install '.[test]'")
     exe = find_chromium()
     if exe is None:
-        pytest.fail("Chromium not found: apt-get install chromium (or set DAVEL_CHROMIUM=/path/to/chromium)")
+        named = os.environ.get("DAVEL_CHROMIUM")
+        where = f"DAVEL_CHROMIUM={named} is not a file" if named else "Chromium not found"
+        no_browser(f"{where}: {GET_CHROMIUM}")
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")), executable_path=exe, headless=True,
