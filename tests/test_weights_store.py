@@ -43,8 +43,14 @@ def test_standin_rule_matches_the_reference_rule():
 
 def test_every_registry_entry_has_a_manifest_and_source():
     for spec in store.registry().values():
-        assert spec.urls and spec.licence
-        if spec.layout != "torchvision_raft_large":  # torchvision's own layout: no manifest
+        assert spec.licence
+        if spec.made_from:  # converted here from a downloaded file: that one has the source
+            assert store.spec(spec.made_from).urls and not spec.urls
+            continue
+        assert spec.urls
+        # torchvision's own layout has no manifest; ONE-PEACE's stand-in shapes come from
+        # the ports (extractors/onepeace_weights.py), at any depth
+        if spec.layout not in ("torchvision_raft_large", "onepeace_video_k400", "one_peace_pretrained"):
             assert load_manifest(spec.layout)
 
 

@@ -47,6 +47,12 @@ class WeightSpec:
     sha256: str | None = None
     sha256_prefix: str | None = None
     git_blob_sha1: str | None = None
+    made_from: str | None = None  # converted from this registry file, not downloaded
+
+    @property
+    def source(self) -> str:
+        """Where the file comes from, in words (a URL, or the file it is converted from)."""
+        return self.urls[0] if self.urls else f"converted from {self.made_from}"
 
     def expected(self) -> str:
         if self.sha256:
@@ -174,11 +180,15 @@ def locate(name: str, directory: str | os.PathLike | None = None, verify: bool =
     d = weights_dir(directory)
     path = d / name
     if not path.is_file():
-        src = s.urls[0]
+        where = f" --weights-dir {d}" if directory else ""
+        if s.made_from:
+            raise WeightsError(
+                f"missing weights file '{name}' in {d} (converted from {s.made_from}); make it with "
+                f"`davel weights download {s.made_from}{where}`, or `davel weights import "
+                f"PATH/{s.made_from}{where}` for a copy you have")
         raise WeightsError(
-            f"missing weights file '{name}' in {d} (source: {src}); "
-            f"fetch it with `davel weights download {name}`"
-            + (f" --weights-dir {d}" if directory else ""))
+            f"missing weights file '{name}' in {d} (source: {s.urls[0]}); "
+            f"fetch it with `davel weights download {name}`" + where)
     if verify:
         check_file(path, s)
     return path
@@ -298,6 +308,9 @@ def download(name: str, directory: str | os.PathLike | None = None, force: bool 
              progress: bool = True) -> Path:
     """Download registry file ``name`` into the weights directory, checking its hash."""
     s = spec(name)
+    if s.made_from:
+        raise WeightsError(f"{name} is not downloaded: it is converted from {s.made_from} "
+                           f"(`davel weights download {s.made_from}` does both)")
     d = weights_dir(directory)
     d.mkdir(parents=True, exist_ok=True)
     dst = d / name

@@ -24,7 +24,7 @@ def weights_list(weights_dir: Optional[Path] = typer.Option(None, "--weights-dir
         here = "present" if (d / s.name).is_file() else "missing"
         typer.echo(f"  {s.name:38s} {here:8s} {s.role:10s} {s.expected():28s} {s.licence}")
         typer.echo(f"  {'':38s} {s.description}")
-        typer.echo(f"  {'':38s} {s.urls[0]}")
+        typer.echo(f"  {'':38s} {s.source}")
 
 
 @weights_app.command("download")
