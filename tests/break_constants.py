@@ -47,6 +47,14 @@ MUTATIONS = [
     ("RAFT input scale /256", "extractors/raft.py",
      "return (2 * (x / 255) - 1).contiguous()", "return (2 * (x / 256) - 1).contiguous()",
      "tests/test_raft.py"),
+    ("ONE-PEACE LayerNorm eps 1e-6", "extractors/onepeace_audio.py",
+     "LN_EPS = 1e-5", "LN_EPS = 1e-6", "tests/test_onepeace_audio.py"),
+    ("ONE-PEACE attention scale 1/sqrt(head_dim + 1)", "extractors/onepeace_audio.py",
+     "self.scaling = (dim // heads) ** -0.5", "self.scaling = (dim // heads + 1) ** -0.5",
+     "tests/test_onepeace_audio.py"),
+    ("ONE-PEACE conv positions tanh GELU", "extractors/onepeace_audio.py",
+     "            x = F.gelu(x)\n", "            x = F.gelu(x, approximate='tanh')\n",
+     "tests/test_onepeace_audio.py"),
 ]
 
 
