@@ -57,6 +57,18 @@ FEATURE_CONVS = ((10, 5), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2))  # (ke
 MAX_POSITIONS = 1024  # the relative-position buckets cover this many tokens (CLS included)
 LN_EPS = 1e-5  # every LayerNorm, and the waveform's F.layer_norm
 EMBEDDING_SIZE = 1536
+
+
+def _receptive_field() -> int:
+    r = 1
+    for kernel, stride in reversed(FEATURE_CONVS):
+        r = (r - 1) * stride + kernel
+    return r
+
+
+MIN_SAMPLES = _receptive_field()  # 400: one token
+HOP = math.prod(stride for _, stride in FEATURE_CONVS)  # 320: 49 tokens per second
+MAX_SAMPLES_MODEL = MIN_SAMPLES + (MAX_POSITIONS - 2) * HOP + HOP - 1  # 1023 tokens + CLS
 FULL_SIZE = dict(embed_dim=1536, layers=40, heads=24, ffn_dim=6144, conv_channels=(512,) * 7,
                  pos_depth=5, pos_kernel=19, pos_groups=16, bucket_size=512)
 
@@ -348,8 +360,8 @@ class OnePeaceAudio(nn.Module):
             raise ValueError(f"expected a waveform batch [B, N], got shape {list(wave.shape)}")
         count = num_tokens(wave.shape[1])
         if count < 1 or count + 1 > MAX_POSITIONS:
-            raise InputError(f"{wave.shape[1]} samples make {count} audio tokens; ONE-PEACE takes 1 to "
-                             f"{MAX_POSITIONS - 1} ({FEATURE_CONVS[0][0]} samples to about 20 s at 16 kHz)")
+            raise InputError(f"{wave.shape[1]} samples make {count} audio tokens; ONE-PEACE takes "
+                             f"{MIN_SAMPLES} to {MAX_SAMPLES_MODEL} samples (1 to {MAX_POSITIONS - 1} tokens)")
         wrapper = self.encoder_wrapper
         x, bias = wrapper.audio_adapter(wave)
         if padding_mask is not None and padding_mask.any():
@@ -406,12 +418,13 @@ def from_state_dict(state_dict: Mapping[str, Tensor], where: str = "the given st
         raise WeightsError(f"{where} has no ONE-PEACE audio encoder keys (encoder_wrapper.audio_adapter...)")
     try:
         sizes = _sizes(state)
+        with torch.device("meta"):
+            model = OnePeaceAudio(**sizes)
     except KeyError as exc:
         raise WeightsError(f"{where} does not have the ONE-PEACE audio layout (missing {exc.args[0]})") from exc
     except (IndexError, ValueError, ZeroDivisionError) as exc:
-        raise WeightsError(f"{where}: ONE-PEACE audio tensors have unexpected shapes ({exc})") from exc
-    with torch.device("meta"):
-        model = OnePeaceAudio(**sizes)
+        raise WeightsError(f"{where}: ONE-PEACE audio tensors have unexpected shapes "
+                           f"({store.first_line(exc)})") from exc
     store.check_layout(state, model.state_dict(), where, "ONE-PEACE audio encoder")
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)

@@ -145,8 +145,11 @@ def test_token_counts_and_padding_mask(ref):
 
 
 def test_input_length_limits(model):
-    with pytest.raises(InputError, match="audio tokens"):
+    with pytest.raises(InputError, match="400 to 327759 samples"):
         model(torch.zeros(1, 399))
+    assert num_tokens(327759) == 1023 and num_tokens(327760) == 1024
+    with pytest.raises(InputError, match="1024 audio tokens"):  # refused before any work
+        model(torch.zeros(1, 327760))
     with pytest.raises(ValueError, match="padding mask"):
         model(torch.zeros(2, 16000), torch.ones(2, 49, dtype=torch.bool))
 
@@ -169,6 +172,8 @@ def test_wrong_checkpoints_are_one_line_weights_errors(ref, tmp_path):
     _one_line_error({"module." + k: v for k, v in sd.items()}, "no ONE-PEACE audio encoder keys")
     key = "encoder_wrapper.audio_adapter.embed_audios.0.conv_layers.0.0.weight"
     _one_line_error(sd | {key: torch.zeros(16, 1, 9)}, "kernels")
+    heads = "encoder_wrapper.audio_adapter.rel_pos_table_list.0.weight"
+    _one_line_error(sd | {heads: torch.zeros(34, 5)}, "unexpected shapes")  # 48 wide, 5 heads
     # the older name of the relative position table loads, as the original's upgrade renames it
     old = {k.replace("rel_pos_table_list.0.", "rel_pos_table."): v for k, v in sd.items()}
     torch.save(old, tmp_path / "audio.pt")
@@ -177,7 +182,7 @@ def test_wrong_checkpoints_are_one_line_weights_errors(ref, tmp_path):
 
 
 def test_full_size_builds_on_meta():
-    # 40 layers x 37.76 M (attention 4 D^2, GeGLU FFN 3 D F, norms) + adapter 19.0 M + proj 2.4 M
+    # 40 layers x 37.78 M (attention 4 D^2, GeGLU FFN 3 D F, norms) + adapter 19.0 M + proj 2.4 M
     with torch.device("meta"):
         m = OnePeaceAudio(**FULL_SIZE)
     n = sum(p.numel() for p in m.parameters())
