@@ -47,12 +47,20 @@ MUTATIONS = [
     ("RAFT input scale /256", "extractors/raft.py",
      "return (2 * (x / 255) - 1).contiguous()", "return (2 * (x / 256) - 1).contiguous()",
      "tests/test_raft.py"),
-    ("ONE-PEACE attention scale hd^-0.49", "extractors/onepeace_video.py",
+    ("ONE-PEACE video attention scale hd^-0.49", "extractors/onepeace_video.py",
      "self.scaling = self.head_dim ** -0.5", "self.scaling = self.head_dim ** -0.49",
      "tests/test_onepeace_video.py"),
-    ("ONE-PEACE final LayerNorm eps 1e-6", "extractors/onepeace_video.py",  # 1e-6 rel: float64 test only
+    ("ONE-PEACE video final LayerNorm eps 1e-6", "extractors/onepeace_video.py",  # 1e-6 rel: float64 test only
      'nn.LayerNorm(layer_kwargs["dim"])', 'nn.LayerNorm(layer_kwargs["dim"], eps=1e-6)',
      "tests/test_onepeace_video.py"),
+    ("ONE-PEACE audio LayerNorm eps 1e-6", "extractors/onepeace_audio.py",
+     "LN_EPS = 1e-5", "LN_EPS = 1e-6", "tests/test_onepeace_audio.py"),
+    ("ONE-PEACE audio attention scale 1/sqrt(head_dim + 1)", "extractors/onepeace_audio.py",
+     "self.scaling = (dim // heads) ** -0.5", "self.scaling = (dim // heads + 1) ** -0.5",
+     "tests/test_onepeace_audio.py"),
+    ("ONE-PEACE audio conv positions tanh GELU", "extractors/onepeace_audio.py",
+     "            x = F.gelu(x)\n", "            x = F.gelu(x, approximate='tanh')\n",
+     "tests/test_onepeace_audio.py"),
 ]
 
 
