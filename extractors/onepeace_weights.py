@@ -41,15 +41,16 @@ def _video_check(sd: Mapping[str, Tensor]) -> object:
 
 
 def _audio_keep(key: str) -> bool:
-    from extractors.onepeace_audio import is_audio_key
+    from extractors.onepeace_audio import audio_keys
 
-    return is_audio_key(key)
+    return bool(audio_keys([key]))
 
 
 def _audio_check(sd: Mapping[str, Tensor]) -> object:
-    from extractors.onepeace_audio import OnePeaceAudioEncoder
+    from extractors.onepeace_audio import from_state_dict
 
-    return OnePeaceAudioEncoder.from_state_dict(sd)
+    # in the file's own precision: a check, not a copy
+    return from_state_dict(sd, dtype=next(iter(sd.values())).dtype)
 
 
 CONVERSIONS: dict[str, Conversion] = {
@@ -93,3 +94,62 @@ def convert(source: str | Path, name: str | None = None,
     store.record_in_lock(d, conv.target, origin="converted", source=name,
                          source_sha256=store.sha256_of(source))
     return dst
+
+
+# ---------------------------------------------------------------- stand-ins
+
+
+def _standin(model: torch.nn.Module, prefix: str, salt: int) -> dict[str, Tensor]:
+    """Stand-in tensors for a model built on the meta device, in its own key layout:
+    float tensors by davel's stand-in rule, integer buffers (derived indices) as built."""
+    from weights.standin import standin_tensor
+
+    out = {}
+    for key, t in model.state_dict().items():
+        name = prefix + key
+        if t.is_floating_point():
+            out[name] = standin_tensor(name, t.shape, salt)
+        else:
+            out[name] = t
+    return out
+
+
+def standin_sources(directory: str | Path, depth: int | None = None, salt: int = 0) -> dict[str, Path]:
+    """Write stand-in ``onepeace_video_k400.pth`` and ``one-peace.pt`` in the official
+    layouts (official widths; ``depth`` layers, default the official 40), each with a
+    configuration object beside the tensors as the real files have, then convert them
+    as downloads are. Returns ``{official name: converted path}``. Random, not trained:
+    features made with them mean nothing."""
+    import argparse
+
+    from extractors.onepeace_audio import OnePeaceAudio
+    from extractors.onepeace_video import OnePeaceVideoEncoder, relative_position_index
+    from weights.standin import standin_tensor
+
+    d = store.weights_dir(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    with torch.device("meta"):
+        video = OnePeaceVideoEncoder(**({} if depth is None else {"depth": depth}))
+        audio = OnePeaceAudio(**({} if depth is None else {"layers": depth}))
+    video_sd = _standin(video, "backbone.", salt)
+    video_sd["backbone.image_adapter.rp_bucket"] = relative_position_index(video.image_size // 16)
+    # what the official files hold besides the encoders' tensors (left out by the conversion)
+    others = {"cls_head.fc_cls.weight": (400, video.embed_dim), "cls_head.fc_cls.bias": (400,)}
+    video_sd.update({k: standin_tensor(k, shape, salt) for k, shape in others.items()})
+    audio_sd = _standin(audio, "", salt)
+    others = {"encoder_wrapper.text_adapter.embed_tokens.weight": (8, audio.embed_dim),
+              "encoder_wrapper.fusion_model.layers.0.text_ffn.0.wi_0.weight": (8, audio.embed_dim),
+              "text_proj.weight": (8, audio.embed_dim), "logit_scale": ()}
+    audio_sd.update({k: standin_tensor(k, shape, salt) for k, shape in others.items()})
+    files = {
+        "onepeace_video_k400.pth": {"meta": {"config": argparse.Namespace(model="OnePeaceViT", standin=True)},
+                                    "state_dict": video_sd},
+        "one-peace.pt": {"cfg": argparse.Namespace(arch="one_peace", standin=True), "model": audio_sd},
+    }
+    converted = {}
+    for name, obj in files.items():
+        src = d / name
+        atomic_write(src, lambda f, obj=obj: torch.save(obj, f))
+        store.record_in_lock(d, name, origin="standin", salt=salt, depth=depth)
+        converted[name] = convert(src, name, d)
+    return converted
