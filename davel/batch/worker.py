@@ -36,7 +36,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from davel.batch.records import LIBRARY_LOGGERS, captured_warnings, reason_of
+from davel.batch.records import captured_warnings
+from davel.errors import LIBRARY_LOGGERS, one_line
 
 HOOK_ENV = "DAVEL_WORKER_HOOK"
 
@@ -133,7 +134,7 @@ def main(conn: Any, task: Any, parent_pid: int | None = None) -> None:
         with captured_warnings() as warned:
             task.prepare()
     except Exception as exc:  # noqa: BLE001 - told to the driver, which stops the batch
-        conn.send(("fatal", reason_of(exc)))
+        conn.send(("fatal", one_line(exc)))
         return
     conn.send(("ready", list(warned)))
     while True:
