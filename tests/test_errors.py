@@ -47,3 +47,17 @@ def test_captured_warnings_restores_the_logger_levels(level):
         for logger, (lvl, handlers) in zip(loggers, before):
             logger.setLevel(lvl)
             assert logger.handlers == handlers
+
+
+def test_the_viewer_raises_the_one_output_error(tmp_path):
+    import davel.errors
+    import davel.viewer.errors
+    from davel.viewer.files import check_writable
+    from davel.viewer.timeline import output_paths
+
+    assert not hasattr(davel.viewer.errors, "OutputError")
+    with pytest.raises(davel.errors.OutputError, match="is a directory"):
+        check_writable(tmp_path)
+    two = [{"video": "a.mp4", "events": []}, {"video": "b.mp4", "events": []}]
+    with pytest.raises(davel.errors.OutputError, match="give -o a folder"):
+        output_paths(two, tmp_path / "one.png")
