@@ -151,7 +151,8 @@ class ExtractTask(Task):
         if getattr(self, "_extractor", None) is None:
             from extractors.extract import FeatureExtractor
 
-            self._extractor = FeatureExtractor(self.weights_dir, self.device, self.settings)
+            # a batch runs many videos in a process of its own: keep its memory at what it holds
+            self._extractor = FeatureExtractor(self.weights_dir, self.device, self.settings, tune_allocator=True)
         return self._extractor
 
     def prepare(self) -> None:
