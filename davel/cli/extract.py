@@ -39,7 +39,7 @@ def extract_command(
     shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help=SHARD_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Extract UnAV-100 features (I3D rgb + flow, VGGish) from raw videos.
+    """Extract UnAV-100 features (I3D rgb + flow, VGGish) from videos.
 
     The defaults reproduce the published features; --short-side, --crop,
     --raft-iterations and --no-flow trade faithfulness for speed (for your own

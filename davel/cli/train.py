@@ -42,8 +42,10 @@ def train_command(
     timebase: Optional[str] = typer.Option(None, "--timebase", help="How feature steps map to time: i3d-vggish (25 fps, stride 8, window 24), one-peace (16, 4, 16) or FPS,STRIDE,WINDOW (default: the features' davel sidecars, else i3d-vggish)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-epoch lines."),
 ) -> None:
-    """Train a detector on annotated features (the papers' recipe by default; LoCo: Eq. 12,
-    focal + DIoU + 0.1 x LCC)."""
+    """Train a detector on annotated features.
+
+    The papers' recipe by default; LoCo: Eq. 12, focal + DIoU + 0.1 x LCC.
+    """
     import torch
 
     from davel.train import TrainConfig, TrainProgress, train
