@@ -135,7 +135,7 @@ def child(args: argparse.Namespace) -> None:
     if args.stub:
         stub_networks()
     settings = ExtractionSettings(**(FAST if args.settings == "fast" else {}))
-    fx = FeatureExtractor(args.weights, "cpu", settings)
+    fx = FeatureExtractor(args.weights, "cpu", settings, tune_allocator=True)  # as `davel extract` runs it
     fx.load_networks()
     videos = args.videos_list
     report: dict = {"rss_mb": {}, "load_peak_mb": round(rss_mb("VmHWM"), 1),

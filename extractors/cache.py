@@ -129,13 +129,21 @@ class CacheDir:
 
 class FeatureCache:
     """Extract a video's features unless the cache already holds them for the same
-    file (path, size, modification time) and the same settings and weights."""
+    file (path, size, modification time) and the same settings and weights.
+
+    The cache is the video path of ``Detector.detect`` and ``davel detect``, which run
+    many and long videos in one process, so the extractor it makes tunes the allocator
+    (``tune_allocator``, see :class:`~extractors.extract.FeatureExtractor`); pass
+    ``tune_allocator=False``, or an ``extractor`` of your own, to leave the process alone.
+    """
 
     def __init__(self, weights_dir: str | Path | None = None, device: str = "auto",
                  settings: ExtractionSettings | None = None, root: str | Path | None = None,
-                 max_bytes: int | None = None, extractor: FeatureExtractor | None = None):
+                 max_bytes: int | None = None, extractor: FeatureExtractor | None = None,
+                 tune_allocator: bool = True):
         self.dir = CacheDir(root, max_bytes)
-        self.extractor = extractor or FeatureExtractor(weights_dir, device, settings)
+        self.extractor = extractor or FeatureExtractor(weights_dir, device, settings,
+                                                       tune_allocator=tune_allocator)
 
     def entries(self) -> list[CacheEntry]:
         return self.dir.entries()

@@ -96,10 +96,20 @@ def decoded_duration(container_duration: float | None, frames: int, fps: float, 
 
 
 class FeatureExtractor:
-    """Loads RAFT, I3D (rgb, flow) and VGGish once; ``extract(path)`` per video."""
+    """Loads RAFT, I3D (rgb, flow) and VGGish once; ``extract(path)`` per video.
+
+    ``tune_allocator``: keep a long run's memory at what it holds by tuning glibc's
+    allocator (:mod:`extractors.memory`: fixed mmap/trim thresholds, set on the first
+    video, and the heap trimmed after each). The thresholds are process-wide and stay
+    set, so a library user asks for it; the default leaves the process alone. The
+    ``davel`` command line and :class:`extractors.cache.FeatureCache` turn it on (a
+    10-minute video then peaks near a 10 s one instead of growing to many GB).
+    ``DAVEL_MALLOC_TUNING=0`` in the environment overrides it to off.
+    """
 
     def __init__(self, weights_dir: str | Path | None = None, device: str = "auto",
-                 settings: ExtractionSettings | None = None, windows_per_batch: int | None = None):
+                 settings: ExtractionSettings | None = None, windows_per_batch: int | None = None,
+                 tune_allocator: bool = False):
         self.settings = settings or ExtractionSettings()
         self.settings.check()
         self.device = resolve_device(device)
@@ -109,6 +119,7 @@ class FeatureExtractor:
             files["vggish_pca"] = store.locate_role("vggish_pca", weights_dir)
         self.files = files
         self.windows_per_batch = windows_per_batch
+        self.tune_allocator = tune_allocator
         self.settings_key = self._settings_key()
         self._networks: tuple | None = None  # loaded on first use: a cache hit needs none
 
@@ -157,6 +168,8 @@ class FeatureExtractor:
     def extract(self, path: str | Path, on_window: Callable[[int], None] | None = None) -> Features:
         """Features of one video; raises InputError (one line) for unusable input."""
         info = decode.probe(path)
+        if not self.tune_allocator:
+            return self._extract(path, info, on_window)
         memory.configure_allocator()
         try:
             return self._extract(path, info, on_window)
@@ -175,7 +188,8 @@ class FeatureExtractor:
                 raise InputError(f"{path}: too short: a feature row needs {tb.window + 1} frames at "
                                  f"{tb.fps:g} fps ({(tb.window + 1) / tb.fps:.2f} s)")
             duration = decoded_duration(info.duration, count[0], tb.fps, str(path))
-            memory.release_free_memory()  # what the visual pass freed, before the audio is read
+            if self.tune_allocator:
+                memory.release_free_memory()  # what the visual pass freed, before the audio is read
             emb, audio_seconds = self._audio(path, duration, len(rgb), vggish, pca)
             short = info.duration and info.duration - max(1.0, 0.1 * info.duration)
             if audio_seconds is not None and short and audio_seconds < short:

@@ -14,8 +14,15 @@ The pass ends with ``malloc_trim``, which hands the pages it freed back, so
 the heap does not grow from window to window (without it a 2-minute video
 peaked at 2.4x a 10 s one; with it 1.06x).
 
-Elsewhere (macOS, musl, Windows) all of this is a no-op.
-``DAVEL_MALLOC_TUNING=0`` leaves glibc as is.
+All of this changes the whole process, so it is opt-in:
+``FeatureExtractor(tune_allocator=True)`` (which ``davel extract``,
+``davel detect`` and the feature cache ask for) calls
+:func:`configure_allocator` on its first video and trims after each; a plain
+``FeatureExtractor`` calls nothing here and leaves glibc as it was. Once set,
+the thresholds stay for the life of the process. ``DAVEL_MALLOC_TUNING=0``
+turns the tuning off even where it is asked for (an escape hatch for the
+command line, which has no option for it). Elsewhere (macOS, musl, Windows)
+all of this is a no-op.
 """
 from __future__ import annotations
 

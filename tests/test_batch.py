@@ -3,8 +3,9 @@
 Every test runs the real command in its own process (session) so that kills,
 signals and exit codes are the ones a user sees; videos are tiny and the
 settings the fast non-standard ones. Misbehaving decoders and disks are
-simulated with the worker's test hook (``DAVEL_WORKER_HOOK``, see
-davel/batch/worker.py).
+simulated by running ``tests/hooked_davel.py HOOKS`` instead of ``davel``: it
+wraps the batch's task so that the named inputs stall, crash or fail their
+writes in the worker (see tests/batch_hooks.py).
 """
 from __future__ import annotations
 
@@ -24,21 +25,20 @@ import torch
 from media_files import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
+HOOKED = Path(__file__).resolve().parent / "hooked_davel.py"  # davel, with inputs misbehaving
 FAST = ["--no-flow", "--short-side", "128", "--crop", "112", "--device", "cpu", "-q"]
 NAMES = ["v0", "v1", "v2"]
 
 
-def env(hook: str | None = None) -> dict[str, str]:
+def env() -> dict[str, str]:
     e = {**os.environ, "PYTHONPATH": str(ROOT)}
     e.pop("DAVEL_BATCH_INLINE", None)
-    e.pop("DAVEL_WORKER_HOOK", None)
-    if hook:
-        e["DAVEL_WORKER_HOOK"] = hook
     return e
 
 
 def start(*args, hook: str | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "davel", *map(str, args)], env=env(hook), cwd=ROOT,
+    davel = [str(HOOKED), hook] if hook else ["-m", "davel"]
+    return subprocess.Popen([sys.executable, *davel, *map(str, args)], env=env(), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 

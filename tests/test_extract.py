@@ -142,3 +142,57 @@ def test_unknown_devices_are_one_line_errors():
         with pytest.raises(DavelError) as err:
             resolve_device(name)
         assert "\n" not in str(err.value)
+
+
+class _RecordingLibc:
+    """glibc's allocator calls, recorded instead of made."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append(("mallopt", param, value))
+        return 1
+
+    def malloc_trim(self, pad: int) -> int:
+        self.calls.append(("malloc_trim", pad))
+        return 1
+
+
+@pytest.fixture
+def recording_libc(monkeypatch):
+    from extractors import memory
+
+    libc = _RecordingLibc()
+    monkeypatch.setattr(memory, "_glibc", lambda: libc)
+    monkeypatch.setattr(memory, "_configured", None)  # as in a fresh process: nothing tuned yet
+    return libc
+
+
+def test_a_plain_extractor_leaves_the_allocator_alone(tmp_path, standin_weights, cheap_visual, recording_libc):
+    video = write_video(tmp_path / "v.mp4", 50, fps=25)
+    fx = FeatureExtractor(standin_weights, "cpu")
+    assert fx.tune_allocator is False
+    fx.extract(video)
+    assert recording_libc.calls == []
+
+
+def test_tune_allocator_sets_the_thresholds_and_trims(tmp_path, standin_weights, cheap_visual, recording_libc):
+    from extractors import memory
+
+    video = write_video(tmp_path / "v.mp4", 50, fps=25)
+    FeatureExtractor(standin_weights, "cpu", tune_allocator=True).extract(video)
+    calls = recording_libc.calls
+    assert calls[:2] == [("mallopt", memory.M_MMAP_THRESHOLD, memory.THRESHOLD_BYTES),
+                         ("mallopt", memory.M_TRIM_THRESHOLD, memory.THRESHOLD_BYTES)]
+    assert calls[-1] == ("malloc_trim", 0)
+
+
+def test_the_command_line_paths_tune_the_allocator(tmp_path, standin_weights):
+    from davel.batch.tasks import ExtractTask
+    from extractors.cache import FeatureCache
+
+    assert ExtractTask(tmp_path / "out", weights_dir=standin_weights).extractor.tune_allocator is True
+    assert FeatureCache(standin_weights, "cpu", root=tmp_path / "cache").extractor.tune_allocator is True
+    assert FeatureCache(standin_weights, "cpu", root=tmp_path / "cache",
+                        tune_allocator=False).extractor.tune_allocator is False

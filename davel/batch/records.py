@@ -15,15 +15,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from davel.errors import LIBRARY_LOGGERS
 from weights.atomic import commit_file, temp_path_for
 
 DONE, SKIPPED, FAILED, TIMED_OUT = "done", "skipped", "failed", "timed-out"
 STATUSES = (DONE, SKIPPED, FAILED, TIMED_OUT)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-LIBRARY_LOGGERS = ("davel", "extractors", "weights")
-
 
 @dataclass
 class Record:
@@ -121,9 +119,14 @@ class _Collect(logging.Handler):
 
 @contextmanager
 def captured_warnings() -> Iterator[list[str]]:
-    """The library warnings given while the block runs (they are still printed)."""
+    """The library warnings given while the block runs (they are still printed).
+
+    A logger set quieter than WARNING (or not set) is opened to WARNING for the block,
+    so that no warning escapes the record, and set back to its own level after.
+    """
     handler = _Collect()
     loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
+    levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.addHandler(handler)
         if logger.level == logging.NOTSET or logger.level > logging.WARNING:
@@ -131,26 +134,6 @@ def captured_warnings() -> Iterator[list[str]]:
     try:
         yield handler.messages
     finally:
-        for logger in loggers:
+        for logger, level in zip(loggers, levels):
             logger.removeHandler(handler)
-
-
-def reason_of(exc: BaseException) -> str:
-    """A one-line reason for a failed input: a DavelError's text as is, anything else
-    labelled as unexpected. ``DAVEL_DEBUG=1`` prints the traceback (with causes) first."""
-    import os
-    import sys
-    import traceback
-
-    from davel.errors import DavelError
-
-    if os.environ.get("DAVEL_DEBUG"):
-        traceback.print_exception(exc, file=sys.stderr)
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
-    if isinstance(exc, DavelError):
-        return first or type(exc).__name__
-    if isinstance(exc, OSError) and exc.strerror:
-        where = f"{exc.filename}: " if exc.filename else ""
-        return f"{where}{exc.strerror}"
-    return f"unexpected {type(exc).__name__}: {first[:200]} (set DAVEL_DEBUG=1 for details)"
+            logger.setLevel(level)

@@ -44,9 +44,9 @@ from typing import Any
 
 from davel.batch import worker as worker_module
 from davel.batch.claims import STALE_AFTER, Claim, claim_path, try_claim
-from davel.batch.records import FAILED, SKIPPED, TIMED_OUT, Record, ReportFile, Summary, reason_of
+from davel.batch.records import FAILED, SKIPPED, TIMED_OUT, Record, ReportFile, Summary
 from davel.batch.tasks import Item, Task, check_features, check_video
-from davel.errors import DavelError, OutputError
+from davel.errors import DavelError, OutputError, one_line
 from weights.atomic import PART_SUFFIX, temp_path_for
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def precheck(items: Iterable[Item], check: Callable[[Item], None] = check_input)
         try:
             check(item)
         except DavelError as exc:
-            failed.append(Record(item.path, FAILED, reason=reason_of(exc)))
+            failed.append(Record(item.path, FAILED, reason=one_line(exc)))
         else:
             good.append(item)
     return good, failed

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from davel.batch.records import DONE, FAILED, SKIPPED, Record, captured_warnings, reason_of
-from davel.errors import InputError, OutputError
+from davel.batch.records import DONE, FAILED, SKIPPED, Record, captured_warnings
+from davel.errors import InputError, OutputError, one_line
 
 Progress = Callable[[int], None] | None
 
@@ -117,7 +117,7 @@ class Task:
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # noqa: BLE001 - one bad input must not stop the batch
-                record = Record(item.path, FAILED, reason=reason_of(exc))
+                record = Record(item.path, FAILED, reason=one_line(exc))
         record.seconds = time.monotonic() - start
         record.warnings = list(warned)
         return record
@@ -151,7 +151,8 @@ class ExtractTask(Task):
         if getattr(self, "_extractor", None) is None:
             from extractors.extract import FeatureExtractor
 
-            self._extractor = FeatureExtractor(self.weights_dir, self.device, self.settings)
+            # a batch runs many videos in a process of its own: keep its memory at what it holds
+            self._extractor = FeatureExtractor(self.weights_dir, self.device, self.settings, tune_allocator=True)
         return self._extractor
 
     def prepare(self) -> None:

@@ -9,40 +9,24 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import sys
-import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, NoReturn, Optional
 
 import typer
 
-from davel.errors import DavelError
+from davel.errors import LIBRARY_LOGGERS, DavelError, one_line
 from extractors.media import VIDEO_SUFFIXES
 
-LIBRARY_LOGGERS = ("davel", "extractors", "weights")
+if TYPE_CHECKING:
+    from davel.batch.records import Record
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
+    """``davel: error: <message>`` on stderr and exit ``code``."""
     typer.echo(f"davel: error: {message}", err=True)
     raise typer.Exit(code)
-
-
-def debug() -> bool:
-    return bool(os.environ.get("DAVEL_DEBUG"))
-
-
-def one_line(exc: BaseException) -> str:
-    """A user-facing line for an exception: DavelError text as is, anything else labelled.
-    With ``DAVEL_DEBUG`` set, the traceback (and its causes) goes to stderr first."""
-    if debug():
-        traceback.print_exception(exc, file=sys.stderr)
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
-    if isinstance(exc, DavelError):
-        return first or type(exc).__name__
-    return f"unexpected {type(exc).__name__}: {first[:200]} (set DAVEL_DEBUG=1 for details)"
 
 
 def report_error(exc: BaseException) -> None:
@@ -112,16 +96,14 @@ def batch_settings(timeout: float, shard: Optional[str]) -> tuple[float | None, 
     return (timeout or None), parsed
 
 
-def error_line(record) -> str:
-    """``<file>: <reason>`` for a failed record (its reason may already name the file)."""
+def report_failure(record: Record) -> None:
+    """``davel: error: <file>: <reason>`` on stderr for an input that failed or timed out
+    (its reason may already name the file); nothing for one done or skipped."""
+    if record.ok:
+        return
     reason = record.reason or record.status
-    return reason if record.path in reason else f"{record.path}: {reason}"
-
-
-def report_failures(records) -> None:
-    for record in records:
-        if not record.ok:
-            typer.echo(f"davel: error: {error_line(record)}", err=True)
+    line = reason if record.path in reason else f"{record.path}: {reason}"
+    typer.echo(f"davel: error: {line}", err=True)
 
 
 def output_folder(path: Path) -> Path:
@@ -132,7 +114,6 @@ def output_folder(path: Path) -> Path:
         return check_output_dir(path)
     except DavelError as exc:
         fail(str(exc), 2)
-    raise AssertionError("unreachable")
 
 
 def progress_bar(total: int | None, desc: str, quiet: bool, unit: str = "win"):

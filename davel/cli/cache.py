@@ -6,7 +6,7 @@ import typer
 from davel.cli._common import user_errors
 
 cache_app = typer.Typer(add_completion=False, no_args_is_help=True,
-                        help="Show or clear the feature cache that `davel detect VIDEO` fills.")
+                        help="Show or clear the feature cache of `davel detect VIDEO`.")
 
 
 def _gb(n: int) -> str:
@@ -16,7 +16,10 @@ def _gb(n: int) -> str:
 @cache_app.command("info")
 @user_errors
 def cache_info() -> None:
-    """Where the cache is, how many entries and bytes it holds, and its limit."""
+    """Show where the cache is, what it holds and its size limit.
+
+    Its folder, its number of entries, their total size and the limit.
+    """
     from extractors.cache import CacheDir
 
     d = CacheDir()
@@ -30,7 +33,10 @@ def cache_info() -> None:
 @cache_app.command("clear")
 @user_errors
 def cache_clear() -> None:
-    """Remove every cached entry (features are extracted again when next needed)."""
+    """Remove every cached entry.
+
+    Features are extracted again when next needed.
+    """
     from extractors.cache import CacheDir
 
     count, freed = CacheDir().clear()

@@ -12,10 +12,9 @@ from davel.cli._common import (
     SHARD_HELP,
     TIMEOUT_HELP,
     batch_settings,
-    error_line,
     fail,
     output_folder,
-    report_failures,
+    report_failure,
     user_errors,
 )
 
@@ -80,7 +79,8 @@ def detect_command(
     items = [item for item in items if in_shard(item, shard_spec)]
     # missing or unreadable inputs are told before the detector (or torch) is loaded
     items, failed = precheck(items)
-    report_failures(failed)
+    for record in failed:
+        report_failure(record)
     if not items:
         raise typer.Exit(write_report(failed, report).exit_code)
     if folder is not None:
@@ -99,7 +99,7 @@ def detect_command(
     with outputs.ResultSink(None if folder is not None else output, fmt) as sink:
         def on_record(record) -> None:
             if not record.ok:
-                typer.echo(f"davel: error: {error_line(record)}", err=True)
+                report_failure(record)
                 return
             if record.result is None:  # skipped: its output is there already
                 return

@@ -37,7 +37,11 @@ def eval_command(
     device: str = typer.Option("auto", "--device", help="With --checkpoint: auto, cpu or cuda[:N]."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Temporal-detection mAP as the papers report it (tIoU 0.1:0.1:0.9)."""
+    """Score detections: mAP over tIoU 0.1:0.1:0.9, as in the papers.
+
+    Temporal-detection mAP as the papers report it: the mean over the thresholds,
+    and the table of each.
+    """
     from davel.annotations import read_annotations
     from davel.evaluation import evaluate_map
 

@@ -14,7 +14,7 @@ from davel.cli._common import (
     fail,
     gather_videos,
     output_folder,
-    report_failures,
+    report_failure,
     user_errors,
 )
 
@@ -39,7 +39,7 @@ def extract_command(
     shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help=SHARD_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Extract UnAV-100 features (I3D rgb + flow, VGGish) from raw videos.
+    """Extract UnAV-100 features (I3D rgb + flow, VGGish) from videos.
 
     The defaults reproduce the published features; --short-side, --crop,
     --raft-iterations and --no-flow trade faithfulness for speed (for your own
@@ -69,7 +69,8 @@ def extract_command(
     items = [item for item in (Item(str(p)) for p in stems.values()) if in_shard(item, shard_spec)]
     # missing or unreadable files are told before any model (or torch) is loaded
     items, failed = precheck(items)
-    report_failures(failed)
+    for record in failed:
+        report_failure(record)
     if not items:
         summary = write_report(failed, report)
         typer.echo(summary.line("extracted"), err=True)
@@ -90,7 +91,7 @@ def extract_command(
 
     task = ExtractTask(out, settings, weights_dir, device, overwrite)
     summary = run_batch(task, items, claim_dir=out, report=report, timeout=timeout_s, quiet=quiet,
-                        on_record=lambda record: report_failures([record]), earlier=failed)
+                        on_record=report_failure, earlier=failed)
     typer.echo(summary.line(task.verb), err=True)
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)

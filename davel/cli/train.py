@@ -48,8 +48,10 @@ def train_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-epoch lines."),
     model_options: Optional[Mapping[str, Any]] = None,
 ) -> None:
-    """Train a detector on annotated features (the papers' recipe by default; LoCo: Eq. 12,
-    focal + DIoU + 0.1 x LCC)."""
+    """Train a detector on annotated features.
+
+    The papers' recipe by default; LoCo: Eq. 12, focal + DIoU + 0.1 x LCC.
+    """
     import torch
 
     from davel.train import TrainConfig, TrainProgress, train

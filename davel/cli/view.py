@@ -35,7 +35,10 @@ def plot_command(
     fmt: Annotated[str, typer.Option(
         "--format", help="Figure format when -o is a folder: png, svg or pdf.")] = "png",
 ) -> None:
-    """Draw the events of a result as a timeline: a lane per label, a bar per event."""
+    """Draw the events of a result as a timeline figure.
+
+    One lane per label, one bar per event.
+    """
     from davel.viewer.timeline import plot_results
 
     written = plot_results(result, output, min_score=min_score, top_k=top_k, videos=video or (),
@@ -60,7 +63,10 @@ def view_command(
     min_score: Annotated[Optional[float], typer.Option(
         "--min-score", help="Where the page's score slider starts.")] = None,
 ) -> None:
-    """Write one self-contained HTML page to play the video and browse its events."""
+    """Write an HTML page to play the video and browse its events.
+
+    One self-contained file that works offline.
+    """
     from davel.viewer.page import write_page
 
     path = write_page(result, output, videos=video or (), embed=embed, embed_limit_mb=embed_limit,

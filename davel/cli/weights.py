@@ -15,7 +15,10 @@ weights_app = typer.Typer(add_completion=False, no_args_is_help=True,
 @weights_app.command("list")
 @user_errors
 def weights_list(weights_dir: Optional[Path] = typer.Option(None, "--weights-dir")) -> None:
-    """Show every known weights file, where it comes from and whether it is here."""
+    """List the known weights files and which of them are here.
+
+    Each with its role, hash, licence, description and where it comes from.
+    """
     from weights import store
 
     d = store.weights_dir(weights_dir)
@@ -47,7 +50,10 @@ def weights_download(
 @weights_app.command("verify")
 @user_errors
 def weights_verify(weights_dir: Optional[Path] = typer.Option(None, "--weights-dir")) -> None:
-    """Check every weights file present against its lock and registry hash."""
+    """Check the weights files present against their known hashes.
+
+    Each against its lock file and the registry's hash.
+    """
     from davel.errors import DavelError
     from weights import store
 
@@ -74,9 +80,10 @@ def weights_standin(
     salt: int = typer.Option(0, "--salt", help="Salt of the deterministic stand-in rule."),
     detectors: bool = typer.Option(True, "--detectors/--no-detectors", help="Also write the two detector checkpoints."),
 ) -> None:
-    """Write deterministic STAND-IN weights (original layouts) for offline tests and demos.
+    """Write deterministic STAND-IN weights for tests and demos.
 
-    They are random, not trained: detections made with them mean nothing.
+    For offline tests and demos: they have the original layouts but are random,
+    not trained, so detections made with them mean nothing.
     """
     from weights import store
     from weights.standin_files import write_standins
@@ -93,7 +100,10 @@ def weights_import(
     labels: Optional[Path] = typer.Option(None, "--labels", help="Annotation JSON or text file of class names."),
     origin: str = typer.Option("", "--origin", help="Where the checkpoint came from (kept with it)."),
 ) -> None:
-    """Store a detector checkpoint with its class names and time base in the cache."""
+    """Store a detector checkpoint in the cache, under a name.
+
+    Its class names and time base are stored with it.
+    """
     from davel.models import import_checkpoint
 
     path = import_checkpoint(checkpoint, name, labels, origin)

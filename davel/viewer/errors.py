@@ -1,7 +1,10 @@
-"""Errors of the viewer, each with a one-line message the CLI prints as is."""
+"""Errors of the viewer, each with a one-line message the CLI prints as is.
+
+An output that cannot be written is :class:`davel.errors.OutputError`, as everywhere.
+"""
 from __future__ import annotations
 
-from davel.errors import DavelError, InputError
+from davel.errors import InputError
 
 
 class ResultFileError(InputError):
@@ -10,7 +13,3 @@ class ResultFileError(InputError):
 
 class VideoError(InputError):
     """A video cannot be found, opened or decoded."""
-
-
-class OutputError(DavelError):
-    """An output file cannot be written (folder missing, read-only, wrong suffix...)."""

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from davel.viewer.errors import OutputError
+from davel.errors import OutputError
 from weights.atomic import atomic_write
 
 

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from davel.errors import OutputError
 from davel.viewer import style
-from davel.viewer.errors import OutputError, VideoError
+from davel.viewer.errors import VideoError
 from davel.viewer.files import check_writable, write_atomic
 from davel.viewer.media import BROWSER_CODECS, mime_type, probe_video, resolve_videos
 from davel.viewer.results import (

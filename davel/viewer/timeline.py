@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from davel.errors import OutputError
 from davel.viewer import style
-from davel.viewer.errors import OutputError
 from davel.viewer.files import check_writable, write_atomic
 from davel.viewer.media import probe_video, resolve_videos, thumbnails
 from davel.viewer.results import (
