@@ -9,7 +9,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 weights="$(python -c 'from weights.store import cache_dir; print(cache_dir() / "standin")')"
 if [ ! -f "$weights/davel-weights.json" ] || [ ! -f "$weights/ccnet_unav100.pth" ]; then
-  davel weights standin --weights-dir "$weights"
+  davel weights standin --weights-dir "$weights" --no-one-peace
 fi
 davel detect "$here/example.mp4" --weights-dir "$weights"  \
   --top-k 5 -o "${1:-example_events.json}"
