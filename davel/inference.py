@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from davel.feature_norm import FeatureNorm
 from davel.labels import label_name
 from davel.models import resolve_checkpoint
 from davel.postprocess import PostprocessConfig, candidates, nms_to_seconds
+from davel.results import DetectionResult, Event  # re-exported: their home in 0.2.0
 from davel.windows import shift_candidates, window_starts
 from extractors import feature_files
 from extractors.devices import resolve_device, strict_fp32
@@ -62,42 +63,6 @@ def prepare_inputs(feats_v: Tensor | np.ndarray, feats_a: Tensor | np.ndarray,
     a_out[0, :, :steps] = a[:, :steps]
     mask = (torch.arange(length) < steps)[None]
     return v_out, a_out, mask
-
-
-@dataclass(frozen=True)
-class Event:
-    """One detected event: a label, a span in seconds, a score in (0, 1]."""
-
-    label: str
-    label_id: int
-    start: float
-    end: float
-    score: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "label_id": self.label_id, "start": self.start,
-                "end": self.end, "score": self.score}
-
-
-@dataclass
-class DetectionResult:
-    """The events of one video (descending score) and what produced them."""
-
-    video: str
-    duration: float
-    model: str
-    checkpoint: dict[str, str]  # {"name", "sha256"}
-    timebase: TimeBase
-    num_steps: int
-    windows: int
-    events: list[Event] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON layout ``davel detect`` writes."""
-        return {"video": self.video, "duration": self.duration, "model": self.model,
-                "checkpoint": dict(self.checkpoint), "timebase": self.timebase.as_dict(),
-                "num_steps": self.num_steps, "windows": self.windows,
-                "events": [e.to_dict() for e in self.events]}
 
 
 class Detector:
