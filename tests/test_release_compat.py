@@ -158,3 +158,7 @@ def test_a_0_2_0_run_resumes(checkpoints, tmp_path, one_thread):
         assert got[k] == pytest.approx(exp[k], rel=1e-4, abs=1e-6), k
     state = torch.load(run / "last.pth", map_location="cpu", weights_only=True)["davel"]
     assert state["epoch"] == 2 and len(state["history"]) == 2
+    old = torch.load(checkpoints["trained"], map_location="cpu", weights_only=True)["davel"]
+    assert state.keys() == old.keys()  # the trainer writes the entries 0.2.0 wrote
+    assert {k: state[k] for k in ("labels", "timebase", "config", "model_config", "extractor")} == \
+        {k: old[k] for k in ("labels", "timebase", "config", "model_config", "extractor")}
