@@ -25,12 +25,13 @@ __version__ = "0.2.0"
 __all__ = ["DavelError", "DetectionResult", "Detector", "EvaluationError", "Event", "InputError",
            "WeightsError", "available_models", "load_detector", "__version__"]
 
-_LAZY = {"DetectionResult": "davel.inference", "Detector": "davel.inference", "Event": "davel.inference",
+_LAZY = {"DetectionResult": "davel.results", "Detector": "davel.inference", "Event": "davel.results",
          "load_detector": "davel.inference", "available_models": "davel.models"}
 
 if TYPE_CHECKING:
-    from davel.inference import DetectionResult, Detector, Event, load_detector
+    from davel.inference import Detector, load_detector
     from davel.models import available_models
+    from davel.results import DetectionResult, Event
 
 
 def __getattr__(name: str) -> Any:

@@ -20,15 +20,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from davel.annotations import Annotations, read_annotations
-from davel.errors import EvaluationError
+from davel.errors import EvaluationError, InputError
 from davel.outputs import read_json_documents
-from extractors.media import VIDEO_SUFFIXES
+from davel.results import DetectionResult, read_label_id, read_number, video_id_from_name
 
 DEFAULT_TIOU_THRESHOLDS = np.linspace(0.1, 0.9, 9)
 _DUPLICATE_TOL = 1e-3
@@ -122,34 +122,6 @@ def load_ground_truth(source: str | Path | Mapping | Annotations,
 
 
 # ------------------------------------------------------------------ predictions
-# Only these suffixes are taken for file extensions: ids of the users' own data may hold dots.
-_MEDIA_SUFFIXES = VIDEO_SUFFIXES | {".npy"}
-
-
-def video_id_from_name(name: str) -> str:
-    """``/data/videos/abc.mp4`` -> ``abc``; a bare id (``clip.v2`` included) is returned unchanged."""
-    base = PureWindowsPath(PurePosixPath(str(name)).name).name
-    stem, dot, suffix = base.rpartition(".")
-    return stem if dot and stem and f".{suffix.lower()}" in _MEDIA_SUFFIXES else base
-
-
-def _number(value: Any, what: str, where: str) -> float:
-    # bool is an int to Python, never a time or a score to a user
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise EvaluationError(f"{where}: {what} must be a number, got {value!r:.60}")
-    try:
-        return float(value)
-    except ValueError:
-        raise EvaluationError(f"{where}: {what} must be a number, got {value!r:.60}") from None
-
-
-def _label_id(value: Any, where: str) -> int:
-    number = _number(value, '"label_id"', where)
-    if not number.is_integer():
-        raise EvaluationError(f"{where}: \"label_id\" must be an integer, got {value!r:.60}")
-    return int(number)
-
-
 def _from_official_columns(d: Mapping) -> SegmentTable:
     return _table(list(d["video-id"]), d["t-start"], d["t-end"], d["label"], d["score"])
 
@@ -167,28 +139,25 @@ def _from_official_database(db: Mapping, where: str) -> SegmentTable:
             if not isinstance(seg, (list, tuple)) or len(seg) != 2:
                 raise EvaluationError(f'{at}: "segment" must be [start, end], got {seg!r:.60}')
             vids.append(vid)
-            starts.append(_number(seg[0], "the segment start", at))
-            ends.append(_number(seg[1], "the segment end", at))
-            labels.append(_label_id(ev.get("label_id"), at))
-            scores.append(_number(ev.get("scores"), '"scores"', at))
+            starts.append(read_number(seg[0], "the segment start", at))
+            ends.append(read_number(seg[1], "the segment end", at))
+            labels.append(read_label_id(ev.get("label_id"), at))
+            scores.append(read_number(ev.get("scores"), '"scores"', at))
     return _table(vids, starts, ends, labels, scores)
 
 
 def _from_davel_videos(videos: list, where: str) -> SegmentTable:
     vids, starts, ends, labels, scores = [], [], [], [], []
-    for n, video in enumerate(videos):
-        if not isinstance(video["video"], str) or not isinstance(video["events"], list):
-            raise EvaluationError(f'{where}, result {n}: "video" must be a string and "events" a list')
-        vid = video_id_from_name(video["video"])
-        for k, ev in enumerate(video["events"]):
-            at = f"{where}, video {vid!r}, event {k}"
-            if not isinstance(ev, Mapping):
-                raise EvaluationError(f"{at}: expected an object, got {ev!r:.60}")
+    for n, doc in enumerate(videos):
+        at = where if len(videos) == 1 else f"{where}, result {n}"
+        result = DetectionResult.from_dict(doc, strict=True, where=at)
+        vid = video_id_from_name(result.video)
+        for ev in result.events:
             vids.append(vid)
-            starts.append(_number(ev.get("start"), '"start"', at))
-            ends.append(_number(ev.get("end"), '"end"', at))
-            labels.append(_label_id(ev.get("label_id"), at))
-            scores.append(_number(ev.get("score"), '"score"', at))
+            starts.append(ev.start)
+            ends.append(ev.end)
+            labels.append(ev.label_id)
+            scores.append(ev.score)
     return _table(vids, starts, ends, labels, scores)
 
 
@@ -227,6 +196,8 @@ def load_predictions(source: Any) -> SegmentTable:
                 return _table(*([r[k] for r in doc] for k in _OFFICIAL_KEYS))
             if all(isinstance(r, Mapping) and "video" in r and "events" in r for r in doc):
                 return _from_davel_videos(doc, where)
+    except InputError as e:  # the result reader's one line, as evaluation's own error
+        raise EvaluationError(str(e)) from e
     except (KeyError, TypeError, IndexError, ValueError) as e:
         raise EvaluationError(f"{where}: malformed ({type(e).__name__}: {e})") from e
     raise EvaluationError(

@@ -1,16 +1,18 @@
 """The whole job for one input: video (or features) -> detector -> events.
 
-``load_detector(name_or_path)`` gives a :class:`Detector`; ``detect(video)``
-extracts the features the checkpoint expects (through the feature cache),
-runs the model in one pass or in overlapping windows, and returns a typed
-:class:`DetectionResult`. Nothing here prints: warnings go to the ``davel``
-logger, progress to the callback given.
+``load_detector(name_or_path)`` gives a :class:`Detector` (built from typed
+values; :meth:`Detector.from_checkpoint` reads them from a checkpoint's
+``davel`` entry); ``detect(video)`` extracts the features the checkpoint
+expects (through the feature cache), runs the model in one pass or in
+overlapping windows, and returns a typed :class:`DetectionResult`;
+:func:`detect_subset` runs it over an annotated split. Nothing here prints:
+warnings go to the ``davel`` logger, progress to the callback given.
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +22,18 @@ from torch import Tensor
 
 from davel.annotations import Annotations
 from davel.detectors.base import PyramidDetector
-from davel.detectors.checkpoint import CheckpointInfo, load_checkpoint
+from davel.detectors.checkpoint import load_checkpoint
 from davel.errors import InputError, WeightsError
 from davel.feature_norm import FeatureNorm
 from davel.labels import label_name
 from davel.models import resolve_checkpoint
 from davel.postprocess import PostprocessConfig, candidates, nms_to_seconds
+from davel.results import DetectionResult, Event  # re-exported: their home in 0.2.0
 from davel.windows import shift_candidates, window_starts
 from extractors import feature_files
 from extractors.devices import resolve_device, strict_fp32
-from extractors.feature_files import Features
+from extractors.feature_files import FeatureMeta, Features
+from extractors.settings import ExtractionSettings
 from extractors.timebase import I3D_VGGISH, TimeBase
 
 log = logging.getLogger(__name__)
@@ -64,92 +68,69 @@ def prepare_inputs(feats_v: Tensor | np.ndarray, feats_a: Tensor | np.ndarray,
     return v_out, a_out, mask
 
 
-@dataclass(frozen=True)
-class Event:
-    """One detected event: a label, a span in seconds, a score in (0, 1]."""
-
-    label: str
-    label_id: int
-    start: float
-    end: float
-    score: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "label_id": self.label_id, "start": self.start,
-                "end": self.end, "score": self.score}
-
-
-@dataclass
-class DetectionResult:
-    """The events of one video (descending score) and what produced them."""
-
-    video: str
-    duration: float
-    model: str
-    checkpoint: dict[str, str]  # {"name", "sha256"}
-    timebase: TimeBase
-    num_steps: int
-    windows: int
-    events: list[Event] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON layout ``davel detect`` writes."""
-        return {"video": self.video, "duration": self.duration, "model": self.model,
-                "checkpoint": dict(self.checkpoint), "timebase": self.timebase.as_dict(),
-                "num_steps": self.num_steps, "windows": self.windows,
-                "events": [e.to_dict() for e in self.events]}
-
-
 class Detector:
-    """A loaded detector with what its checkpoint says (class names, time base, the
-    extractor settings and feature statistics of its training features)."""
+    """A detector ready to run: the model and what goes with it (class names, time base,
+    feature statistics, the extractor settings of its training features).
 
-    def __init__(self, model: PyramidDetector, info: CheckpointInfo, name: str, sha256: str,
-                 device: torch.device, labels: Sequence[str] | None = None,
-                 weights_dir: str | Path | None = None) -> None:
-        meta = info.meta
-        self.model = model.to(device).eval()
-        self.kind = info.kind
-        self.name = name
-        self.sha256 = sha256
-        self.device = device
-        self.labels = list(labels) if labels is not None else (list(meta["labels"]) if meta.get("labels") else None)
-        try:
-            self.timebase = TimeBase.from_dict(meta["timebase"]) if "timebase" in meta else I3D_VGGISH
-        except (KeyError, TypeError, ValueError) as exc:
-            raise WeightsError(f"{name}: unreadable time base (davel.timebase)") from exc
-        try:
-            self.feature_norm = FeatureNorm.from_meta(meta.get("feature_norm"))
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise WeightsError(f"{name}: unreadable feature statistics (davel.feature_norm)") from exc
-        if self.feature_norm is not None and self.feature_norm.dims != model.input_dims:
-            dv, da = self.feature_norm.dims
+    Built from typed values; :meth:`from_checkpoint` (or :func:`load_detector`)
+    reads them from a checkpoint file. ``kind`` is the model's.
+    """
+
+    def __init__(self, model: PyramidDetector, *, labels: Sequence[str] | None, timebase: TimeBase,
+                 feature_norm: FeatureNorm | None, extraction: ExtractionSettings | None, name: str,
+                 sha256: str, device: str | torch.device, weights_dir: str | Path | None = None,
+                 postprocess: PostprocessConfig = PostprocessConfig()) -> None:
+        if feature_norm is not None and feature_norm.dims != model.input_dims:
+            dv, da = feature_norm.dims
             raise WeightsError(f"{name}: its feature statistics are {dv}-d / {da}-d but the detector "
                                f"takes {model.input_dims[0]}-d / {model.input_dims[1]}-d")
-        self.extraction: dict | None = (meta.get("extractor") or {}).get("settings")
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.kind = model.kind
+        self.name = name
+        self.sha256 = sha256
+        self.labels = None if labels is None else list(labels)
+        self.timebase = timebase
+        self.feature_norm = feature_norm
+        self.extraction = extraction  # None: the checkpoint does not say (official ones)
         self.weights_dir = weights_dir
-        self.postprocess = PostprocessConfig()
+        self.postprocess = postprocess
         self._cache = None  # the feature cache, made on the first video
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto",
+                        labels: Sequence[str] | None = None, weights_dir: str | Path | None = None,
+                        expect_dims: tuple[int, int] | None = None) -> Detector:
+        """The detector a checkpoint file holds, with what its ``davel`` entry says
+        (``labels`` overrides its class names; official checkpoints: I3D + VGGish time
+        base, no statistics, the published extraction). WeightsError (one line)."""
+        path = Path(path)
+        model, info, sha = load_checkpoint(path, expect_dims=expect_dims)
+        meta = info.meta
+        if labels is None and meta.labels:
+            labels = meta.labels
+        return cls(model, labels=labels, timebase=meta.timebase or I3D_VGGISH, feature_norm=meta.feature_norm,
+                   extraction=meta.extraction_settings(), name=path.name, sha256=sha, device=device,
+                   weights_dir=weights_dir)
 
     # ---------------------------------------------------------------- settings
 
     @property
-    def extraction_settings(self):
+    def extraction_settings(self) -> ExtractionSettings:
         """How to extract features for this detector: the settings its training features
         were made with (davel's own checkpoints), else the published procedure."""
-        from extractors.extract import ExtractionSettings  # torchvision models: only when extracting
+        return self.extraction or ExtractionSettings()
 
-        return ExtractionSettings.from_record(self.extraction if isinstance(self.extraction, dict) else None)
-
-    def settings_mismatch(self, feature_meta: Mapping[str, Any] | None) -> str | None:
+    def settings_mismatch(self, feature_meta: FeatureMeta | Mapping[str, Any] | None) -> str | None:
         """How features' extractor settings differ from the detector's training features
-        (one line), or None (the same, or unknown on either side)."""
-        if not isinstance(self.extraction, dict) or not isinstance(feature_meta, Mapping):
+        (one line), or None (the same, or unknown on either side). Only the settings both
+        records have are compared."""
+        if isinstance(feature_meta, Mapping) and not isinstance(feature_meta, FeatureMeta):
+            feature_meta = FeatureMeta.from_dict(feature_meta)  # a sidecar dict, as 0.2.0 took
+        theirs = None if feature_meta is None else feature_meta.settings
+        if self.extraction is None or theirs is None:
             return None
-        theirs = feature_meta.get("settings")
-        if not isinstance(theirs, Mapping):
-            return None
-        diff = [f"{k} {theirs.get(k)!r} (trained on {v!r})" for k, v in sorted(self.extraction.items())
+        diff = [f"{k} {theirs[k]!r} (trained on {v!r})" for k, v in sorted(self.extraction.record().items())
                 if k in theirs and theirs[k] != v]
         return ", ".join(diff) or None
 
@@ -202,7 +183,7 @@ class Detector:
             raise InputError(f"{name or 'features'}: no feature steps: the video is too short "
                              "for one feature window")
         if duration is None:
-            duration = feats.meta.get("duration") or self.timebase.covered_seconds(steps)
+            duration = feats.meta.duration or self.timebase.covered_seconds(steps)
         starts = [0] if steps <= self.model.max_single_pass() else window_starts(steps, self.model.max_seq_len)
         segs, scores, labels = self.dense_candidates(v, a, starts)
         cfg = self.postprocess
@@ -238,24 +219,6 @@ class Detector:
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
                 np.concatenate([p[2] for p in parts]))
 
-    def detect_annotated(self, annotations: Annotations, feature_dir: str | Path, subset: str,
-                         on_video: Callable[[], None] | None = None) -> tuple[list[dict], list[str]]:
-        """Run on every video of ``subset`` that has features in ``feature_dir``.
-
-        Returns ``(predictions, missing_ids)``; predictions are result dicts
-        (``video`` = the id), durations from the annotations.
-        """
-        preds, missing = [], []
-        for v in annotations.subset(subset):
-            if not feature_files.has_features(Path(feature_dir), v.video_id):
-                missing.append(v.video_id)
-                continue
-            feats = feature_files.read(Path(feature_dir) / v.video_id)
-            preds.append(self.detect_features(feats, name=v.video_id, duration=v.duration).to_dict())
-            if on_video is not None:
-                on_video()
-        return preds, missing
-
 
 def load_detector(name_or_path: str | Path = "ccnet", device: str | torch.device = "auto",
                   labels: Sequence[str] | None = None, weights_dir: str | Path | None = None,
@@ -268,5 +231,24 @@ def load_detector(name_or_path: str | Path = "ccnet", device: str | torch.device
     cache); ``expect_dims`` refuses, in one line, a checkpoint for other features.
     """
     path = resolve_checkpoint(name_or_path, weights_dir)
-    model, info, sha = load_checkpoint(path, expect_dims=expect_dims)
-    return Detector(model, info, path.name, sha, resolve_device(device), labels, weights_dir)
+    return Detector.from_checkpoint(path, device, labels, weights_dir, expect_dims)
+
+
+def detect_subset(detector: Detector, annotations: Annotations, feature_dir: str | Path, subset: str,
+                  on_video: Callable[[], None] | None = None) -> tuple[list[dict], list[str]]:
+    """Run ``detector`` on every video of ``subset`` that has features in ``feature_dir``
+    (``davel eval --checkpoint``, the trainer's validation).
+
+    Returns ``(predictions, missing_ids)``; predictions are result dicts
+    (``video`` = the id), durations from the annotations.
+    """
+    preds, missing = [], []
+    for v in annotations.subset(subset):
+        if not feature_files.has_features(Path(feature_dir), v.video_id):
+            missing.append(v.video_id)
+            continue
+        feats = feature_files.read(Path(feature_dir) / v.video_id)
+        preds.append(detector.detect_features(feats, name=v.video_id, duration=v.duration).to_dict())
+        if on_video is not None:
+            on_video()
+    return preds, missing

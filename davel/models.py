@@ -7,6 +7,7 @@ weights import CKPT --name NAME`` stores any other detector checkpoint under
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -59,14 +60,11 @@ def import_checkpoint(checkpoint: Path, name: str, labels: Path | None = None, o
         raise WeightsError(f"'{name}' is a built-in model name; choose another")
     obj, sha = read_checkpoint(checkpoint)
     _, info = build_detector(obj, str(checkpoint))
-    meta = dict(info.meta)
-    if labels is not None:
-        meta["labels"] = read_labels(labels)
-    meta.setdefault("model", info.kind)
-    meta.setdefault("timebase", I3D_VGGISH.as_dict())
-    meta["origin"] = origin or meta.get("origin") or str(Path(checkpoint).resolve())
-    meta["source_sha256"] = sha
-    out = {"state_dict_ema": obj.get("state_dict_ema", obj.get("state_dict", obj)), "davel": meta}
+    meta = info.meta
+    meta = replace(meta, labels=tuple(read_labels(labels)) if labels is not None else meta.labels,
+                   kind=meta.kind or info.kind, timebase=meta.timebase or I3D_VGGISH,
+                   origin=origin or meta.origin or str(Path(checkpoint).resolve()), source_sha256=sha)
+    out = {"state_dict_ema": obj.get("state_dict_ema", obj.get("state_dict", obj)), "davel": meta.to_dict()}
     d = models_dir()
     dst = d / f"{name}.pth"
     atomic_write(dst, lambda f: torch.save(out, f))

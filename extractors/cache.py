@@ -79,9 +79,12 @@ class CacheDir:
                 used = d.stat().st_mtime
             except OSError:  # removed by another process meanwhile
                 continue
-            meta = next((feature_files.read_meta(f.with_name(f.name[:-len("_davel.json")]))
-                         for f in d.glob("*_davel.json")), None)
-            out.append(CacheEntry(d, size, used, (meta or {}).get("video")))
+            try:
+                meta = next((feature_files.read_meta(f.with_name(f.name[:-len("_davel.json")]))
+                             for f in d.glob("*_davel.json")), None)
+            except InputError:  # a damaged entry still counts (and can be evicted)
+                meta = None
+            out.append(CacheEntry(d, size, used, meta.video if meta is not None else None))
         return sorted(out, key=lambda e: e.last_used)
 
     def total_bytes(self) -> int:
@@ -167,8 +170,8 @@ class FeatureCache:
 
     def _read(self, slot: Path, stem: str) -> Features:
         feats = feature_files.read(slot / stem)
-        if feats.meta.get("T") not in (None, len(feats.rgb)) or \
-                feats.meta.get("T_audio") not in (None, len(feats.vggish)):
+        if feats.meta.steps not in (None, len(feats.rgb)) or \
+                feats.meta.audio_steps not in (None, len(feats.vggish)):
             raise InputError(f"{slot / stem}: the arrays do not match their sidecar")
         return feats
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,10 @@ import numpy as np
 from extractors import audio as audio_io
 from extractors import decode, memory
 from extractors.devices import resolve_device, strict_fp32
-from extractors.feature_files import Features
+from extractors.feature_files import FeatureMeta, Features
 from extractors.i3d import load_i3d
 from extractors.raft import FlowEstimator, load_raft
-from extractors.timebase import I3D_VGGISH, TimeBase
+from extractors.settings import ExtractionSettings  # noqa: F401 - re-exported: its home before 0.3
 from extractors.vggish import load_pca, load_vggish, stream_features, vggish_features
 from extractors.visual import VisualFeatureExtractor
 from weights import store
@@ -34,46 +33,6 @@ from weights.errors import InputError
 log = logging.getLogger(__name__)
 
 FEATURE_VERSION = 1  # bump when a change alters the numbers written
-
-
-@dataclass(frozen=True)
-class ExtractionSettings:
-    """How features are made. The defaults are the published UnAV-100 procedure;
-    other sizes or iteration counts make faster, NON-standard features (fine for
-    experiments and training your own detector, not for the published checkpoints).
-
-    The time base is not a setting: it is I3D + VGGish's (25 fps, a row every 8
-    frames over 24), which both streams and every detector assume.
-    """
-
-    vggish_pca: bool = False
-    flow: bool = True
-    raft_iterations: int = 20
-    short_side: int = 256
-    crop: int = 224
-
-    @property
-    def timebase(self) -> TimeBase:
-        return I3D_VGGISH
-
-    def is_standard(self) -> bool:
-        return (self.flow, self.raft_iterations, self.short_side, self.crop) == (True, 20, 256, 224)
-
-    def check(self) -> None:
-        """InputError (one line) for sizes the networks cannot take."""
-        if self.short_side < 128 or not 32 <= self.crop <= self.short_side or self.raft_iterations < 1:
-            raise InputError("need short side >= 128 (RAFT's smallest input), 32 <= crop <= short side "
-                             "and at least one RAFT iteration")
-
-    def record(self) -> dict[str, Any]:
-        """What a sidecar and a checkpoint store: the settings and the time base."""
-        return {**asdict(self), **self.timebase.as_dict()}
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any] | None) -> ExtractionSettings:
-        """Settings from a stored record (unknown keys, e.g. the time base, are ignored)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (record or {}).items() if k in known})
 
 
 def _counted(frames: Iterator[np.ndarray], count: list[int]) -> Iterator[np.ndarray]:
@@ -195,11 +154,12 @@ class FeatureExtractor:
             if audio_seconds is not None and short and audio_seconds < short:
                 log.warning("%s: only %.2f s of audio decode (the container says %.2f s)",
                             path, audio_seconds, info.duration)
-        meta = {"video": str(path), "settings_key": self.settings_key, "settings": self.settings.record(),
-                "weights": {role: p.name for role, p in self.files.items()},
-                "T": int(len(rgb)), "T_audio": int(len(emb)), "duration": duration,
-                "container_duration": info.duration, "frames": count[0],
-                "source_fps": info.source_fps, "size": [info.width, info.height],
-                "device": str(self.device)}
+        meta = FeatureMeta(video=str(path), settings_key=self.settings_key, settings=self.settings.record(),
+                           weights={role: p.name for role, p in self.files.items()},
+                           steps=int(len(rgb)), audio_steps=int(len(emb)), duration=duration,
+                           container_duration=info.duration, frames=count[0],
+                           source_fps=info.source_fps, size=(info.width, info.height),
+                           device=str(self.device),
+                           nulls=frozenset({"container_duration"}))  # null: the container says nothing
         return Features(rgb=rgb.astype(np.float32), flow=flow.astype(np.float32),
                         vggish=emb.astype(np.float32), meta=meta)

@@ -10,15 +10,134 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from extractors.settings import ExtractionSettings
+from extractors.timebase import TimeBase
 from weights.atomic import atomic_write, atomic_write_text
 from weights.errors import InputError
 
 STREAMS = ("rgb", "flow", "vggish")
+
+# FeatureMeta's field -> its key in the sidecar (the names 0.2.0 wrote)
+_KEYS = {"steps": "T", "audio_steps": "T_audio"}
+
+
+_KINDS = {str: "a string", int: "an integer", float: "a number", Mapping: "an object"}
+
+
+def _check(value: Any, kind: type, key: str, where: str) -> Any:
+    """``value`` when it is None or of ``kind`` (float: int too), else InputError (one line)."""
+    kinds = (int, float) if kind is float else (kind,)
+    # bool is an int to Python, never a count or a length to a user
+    if value is None or (isinstance(value, kinds) and not isinstance(value, bool)):
+        return float(value) if kind is float and value is not None else value
+    raise InputError(f"{where}: unreadable sidecar: {key!r} must be {_KINDS[kind]}, got {value!r:.60}")
+
+
+@dataclass(frozen=True)
+class FeatureMeta(Mapping):
+    """The sidecar ``<stem>_davel.json``: what a video's features were made from, and how.
+
+    A field is None when the sidecar does not have it (features made elsewhere,
+    hand-written sidecars). ``extra`` keeps the keys davel does not know, written
+    back as they were. It reads like the dict it was in davel 0.2.0
+    (``meta["duration"]``, ``meta.get("settings")``: the sidecar's own keys).
+
+    ``nulls``: the fields written as null when they have no value (the others are
+    left out): what the extractor always writes (``container_duration``), or the
+    null entries of the document it was read from, so that :meth:`to_dict` gives
+    that document back.
+    """
+
+    video: str | None = None                     # the path given to `davel extract`
+    settings: Mapping[str, Any] | None = None    # ExtractionSettings.record(), as stored
+    settings_key: str | None = None              # settings + extractor version + weights, hashed
+    weights: Mapping[str, str] | None = None     # role -> weights file name
+    steps: int | None = None                     # "T": rows of rgb and flow
+    audio_steps: int | None = None               # "T_audio": rows of vggish
+    duration: float | None = None                # seconds of decoded video
+    container_duration: float | None = None      # what the container said (None: nothing)
+    frames: int | None = None                    # decoded frames at the time base's fps
+    source_fps: float | None = None
+    size: tuple[int, int] | None = None          # width, height
+    device: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    nulls: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], where: str = "sidecar") -> FeatureMeta:
+        """A sidecar's record; InputError (one line) for a value of the wrong type."""
+        if not isinstance(doc, Mapping):
+            raise InputError(f"{where}: unreadable sidecar: expected an object, got {type(doc).__name__}")
+        keys = {_KEYS.get(f.name, f.name): f.name for f in fields(cls) if f.name not in ("extra", "nulls")}
+        get = doc.get
+        size = get("size")
+        if size is not None:
+            if not (isinstance(size, (list, tuple)) and len(size) == 2
+                    and all(isinstance(x, int) and not isinstance(x, bool) for x in size)):
+                raise InputError(f"{where}: unreadable sidecar: 'size' must be [width, height], got {size!r:.60}")
+            size = (size[0], size[1])
+        return cls(
+            video=_check(get("video"), str, "video", where),
+            settings=_check(get("settings"), Mapping, "settings", where),
+            settings_key=_check(get("settings_key"), str, "settings_key", where),
+            weights=_check(get("weights"), Mapping, "weights", where),
+            steps=_check(get("T"), int, "T", where),
+            audio_steps=_check(get("T_audio"), int, "T_audio", where),
+            duration=_check(get("duration"), float, "duration", where),
+            container_duration=_check(get("container_duration"), float, "container_duration", where),
+            frames=_check(get("frames"), int, "frames", where),
+            source_fps=_check(get("source_fps"), float, "source_fps", where),
+            size=size,
+            device=_check(get("device"), str, "device", where),
+            extra={k: v for k, v in doc.items() if k not in keys},
+            nulls=frozenset(keys[k] for k, v in doc.items() if k in keys and v is None),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The sidecar document (JSON-ready)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("extra", "nulls") or (value is None and f.name not in self.nulls):
+                continue
+            if isinstance(value, Mapping):
+                value = dict(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[_KEYS.get(f.name, f.name)] = value
+        out.update(self.extra)
+        return out
+
+    @property
+    def timebase(self) -> TimeBase | None:
+        """The time base the settings record, or None when they do not say."""
+        s = self.settings or {}
+        return TimeBase.from_dict(s) if all(k in s for k in ("fps", "stride", "window")) else None
+
+    def extraction_settings(self) -> ExtractionSettings | None:
+        """The settings the features were made with, or None when the sidecar does not say."""
+        return None if self.settings is None else ExtractionSettings.from_record(self.settings)
+
+    # the 0.2.0 dict view: the sidecar's keys
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+
+# what features made elsewhere have: no sidecar, so nothing is known and nothing is written
+NO_SIDECAR = FeatureMeta()
 
 
 @dataclass
@@ -26,14 +145,18 @@ class Features:
     """Per-video features: ``rgb``/``flow`` ``[T, 1024]``, ``vggish`` ``[T_a, 128]`` float32
     (features of other extractors: other widths, and ``flow`` may have width 0).
 
-    ``meta`` is the sidecar record (video, settings, ``duration`` in seconds, ...),
-    empty for features made elsewhere.
+    ``meta`` is the sidecar (video, settings, ``duration`` in seconds, ...),
+    empty for features made elsewhere; a plain dict given here is read as one.
     """
 
     rgb: np.ndarray
     flow: np.ndarray
     vggish: np.ndarray
-    meta: dict = field(default_factory=dict)
+    meta: FeatureMeta = NO_SIDECAR
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.meta, FeatureMeta):  # 0.2.0 took the sidecar as a dict
+            self.meta = FeatureMeta.from_dict(self.meta)
 
     @property
     def num_steps(self) -> int:
@@ -67,9 +190,10 @@ def is_complete(out_dir: Path, stem: str, settings_key: str) -> bool:
     if not all(p[s].is_file() for s in (*STREAMS, "meta")):
         return False
     try:
-        return json.loads(p["meta"].read_text()).get("settings_key") == settings_key
-    except (OSError, ValueError):
+        meta = read_meta(Path(out_dir) / stem)
+    except InputError:  # a damaged sidecar: the outputs are made again
         return False
+    return meta is not None and meta.settings_key == settings_key
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -88,18 +212,20 @@ def write(out_dir: Path, stem: str, features: Features) -> None:
     p["meta"].unlink(missing_ok=True)  # incomplete until the sidecar is back
     for s in STREAMS:
         _save_npy(p[s], getattr(features, s))
-    atomic_write_text(p["meta"], json.dumps(features.meta, indent=1, sort_keys=True))
+    atomic_write_text(p["meta"], json.dumps(features.meta.to_dict(), indent=1, sort_keys=True))
 
 
-def read_meta(prefix: str | Path) -> dict | None:
-    """The ``PREFIX_davel.json`` sidecar, or None when absent or unreadable (e.g. features
-    from elsewhere)."""
+def read_meta(prefix: str | Path) -> FeatureMeta | None:
+    """The ``PREFIX_davel.json`` sidecar, or None when absent or not a JSON object (e.g.
+    features from elsewhere); InputError (one line) for a sidecar with values of the
+    wrong type."""
     prefix = Path(prefix)
+    path = prefix.parent / f"{prefix.name}_davel.json"
     try:
-        meta = json.loads((prefix.parent / f"{prefix.name}_davel.json").read_text())
+        doc = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return meta if isinstance(meta, dict) else None
+    return FeatureMeta.from_dict(doc, str(path)) if isinstance(doc, dict) else None
 
 
 # Pre-extracted ONE-PEACE features, named as the CCNet repository reads them
@@ -187,4 +313,4 @@ def read(prefix: str | Path) -> Features:
         if bad.any():
             row = int(np.argwhere(bad)[0][0])
             raise InputError(f"{prefix}: {s} features contain NaN or infinity (first at row {row})")
-    return Features(**arrays, meta=read_meta(prefix) or {})
+    return Features(**arrays, meta=read_meta(prefix) or NO_SIDECAR)

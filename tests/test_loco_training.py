@@ -105,10 +105,11 @@ def test_mean_of_std_is_the_csm_std_of_the_stem(tiny_data):
     ann, feats = tiny_data
     model = LoCoDetector(input_dim_v=2 * DIM_RGB, input_dim_a=DIM_AUD, embd_dim=16, head_dim=16,
                          num_classes=2, max_seq_len=64).eval()
-    from davel.detectors.checkpoint import CheckpointInfo
     from davel.inference import Detector
+    from extractors.timebase import I3D_VGGISH
 
-    det = Detector(model, CheckpointInfo("loco", 2 * DIM_RGB, DIM_AUD, 2, 64, {}), "x", "", torch.device("cpu"))
+    det = Detector(model, labels=None, timebase=I3D_VGGISH, feature_norm=None, extraction=None, name="x",
+                   sha256="", device="cpu")
     videos = [read(feats / f"train_{k}") for k in range(3)]
     stats = mean_of_std(det, videos)
     assert stats.videos == 3 and 0 < stats.mean_of_std < 2
@@ -161,14 +162,15 @@ def test_one_peace_features_train_and_detect_with_their_time_base(tmp_path):
 def test_long_videos_run_in_one_pass_up_to_unav_s_limit_then_windowed():
     import numpy as np
 
-    from davel.detectors.checkpoint import CheckpointInfo
     from davel.inference import Detector
     from extractors.feature_files import Features
+    from extractors.timebase import I3D_VGGISH
 
     torch.manual_seed(0)
     model = LoCoDetector(input_dim_v=2048, input_dim_a=128, embd_dim=16, head_dim=16, num_classes=3,
                          max_seq_len=224, use_lcc=False).eval()
-    det = Detector(model, CheckpointInfo("loco", 2048, 128, 3, 224, {}), "x", "", torch.device("cpu"))
+    det = Detector(model, labels=None, timebase=I3D_VGGISH, feature_norm=None, extraction=None, name="x",
+                   sha256="", device="cpu")
     rng = np.random.default_rng(0)
 
     def feats(t):

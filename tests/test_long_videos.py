@@ -3,7 +3,6 @@ import numpy as np
 import torch
 
 from davel.detectors.ccnet import CCNetDetector
-from davel.detectors.checkpoint import CheckpointInfo
 from davel.detectors.unav import UnAVDetector
 from davel.inference import Detector, prepare_inputs
 from davel.postprocess import candidates, nms_to_seconds
@@ -26,9 +25,8 @@ def tiny_ccnet():
 
 
 def loaded(model):
-    info = CheckpointInfo(model.kind, 2048, 128, 6, model.max_seq_len,
-                          {"labels": [f"c{i}" for i in range(6)]})
-    return Detector(model, info, "tiny.pth", "0" * 64, torch.device("cpu"))
+    return Detector(model, labels=[f"c{i}" for i in range(6)], timebase=I3D_VGGISH, feature_norm=None,
+                    extraction=None, name="tiny.pth", sha256="0" * 64, device="cpu")
 
 
 def features(steps, seed=0):

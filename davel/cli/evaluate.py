@@ -75,7 +75,7 @@ def eval_command(
 def _detect_split(ann, checkpoint: Path, features: Path, split: str, device: str,
                   quiet: bool) -> list[dict]:
     from davel.errors import InputError
-    from davel.inference import load_detector
+    from davel.inference import detect_subset, load_detector
     from extractors import feature_files
 
     videos = ann.subset(split)
@@ -87,7 +87,7 @@ def _detect_split(ann, checkpoint: Path, features: Path, split: str, device: str
     (_, c_rgb), (_, c_flow), (_, c_aud) = feature_files.read_shapes(Path(features) / have[0].video_id)
     det = load_detector(checkpoint, device, ann.class_names, expect_dims=(c_rgb + c_flow, c_aud))
     with progress_bar(len(have), f"detecting ({split})", quiet, "video") as bar:
-        preds, missing = det.detect_annotated(ann, features, split, on_video=bar.update)
+        preds, missing = detect_subset(det, ann, features, split, on_video=bar.update)
     if missing:
         typer.echo(f"davel: warning: {len(missing)} of {len(videos)} {split} videos have no features in "
                    f"{features}; their events count as missed (e.g. {', '.join(missing[:3])})", err=True)

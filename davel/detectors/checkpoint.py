@@ -17,6 +17,7 @@ from typing import Any
 from torch import Tensor
 
 from davel.detectors.base import PyramidDetector
+from davel.detectors.meta import CheckpointMeta
 from davel.detectors.registry import detector_class_for
 from davel.errors import WeightsError
 from weights import store
@@ -33,7 +34,7 @@ class CheckpointInfo:
     input_dim_a: int
     num_classes: int
     max_seq_len: int
-    meta: Mapping[str, Any]  # the ``davel`` entry of davel's own checkpoints ({} otherwise)
+    meta: CheckpointMeta  # the ``davel`` entry (every field None for official checkpoints)
 
 
 def read_checkpoint(path: str | Path) -> tuple[Mapping[str, Any], str]:
@@ -69,9 +70,10 @@ def build_detector(obj: Mapping[str, Any], where: str = "the given state dict",
     lists in ``config_hints`` (official checkpoints have none: the published
     config's values apply). Raises :class:`WeightsError` naming ``where``.
     """
-    meta = obj.get("davel") if isinstance(obj.get("davel"), Mapping) else {}
+    entry = obj.get("davel")
+    meta = CheckpointMeta.from_dict(entry if isinstance(entry, Mapping) else {}, where)
     sd = state_dict_of(obj, where)
-    cls = detector_class_for(sd, where, meta.get("model"))
+    cls = detector_class_for(sd, where, meta.kind)
     label = cls.__name__.removesuffix("Detector")
     if not all(k in sd for k in _INPUT_KEYS):
         raise WeightsError(f"{where}: {label} checkpoint lacks its input embedding weights")
@@ -81,10 +83,8 @@ def build_detector(obj: Mapping[str, Any], where: str = "the given state dict",
             f"{label} weights {where} take {dim_v}-d visual / {dim_a}-d audio features, "
             f"but the features here are {expect_dims[0]}-d / {expect_dims[1]}-d "
             f"(weights trained on other features, e.g. ONE-PEACE, need those features)")
-    config = meta.get("model_config")
-    hints: dict[str, Any] = {}
-    if isinstance(config, Mapping):
-        hints = {k: config[k] for k in cls.config_hints if k in config}
+    config = meta.model_config or {}
+    hints: dict[str, Any] = {k: config[k] for k in cls.config_hints if k in config}
     try:
         model = cls.from_state_dict(sd, **hints)
     except WeightsError as exc:

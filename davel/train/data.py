@@ -14,7 +14,6 @@ loader workers; the workers only read, standardise and slice the arrays.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from davel.annotations import Annotations, VideoAnnotation
 from davel.errors import InputError
 from davel.feature_norm import FeatureNorm
 from extractors import feature_files
+from extractors.feature_files import FeatureMeta
 from extractors.timebase import I3D_VGGISH, TimeBase
 
 
@@ -148,22 +148,15 @@ class FeatureSet(Dataset):
     def __len__(self) -> int:
         return len(self.videos)
 
-    def sidecars(self) -> list[dict]:
+    def sidecars(self) -> list[FeatureMeta]:
         """The ``<stem>_davel.json`` records of the videos (those that have one)."""
-        out = []
-        for v in self.videos:
-            f = feature_files.paths(self.feature_dir, v.video_id)["meta"]
-            try:
-                out.append(json.loads(f.read_text()))
-            except (OSError, ValueError):
-                continue
-        return out
+        metas = (feature_files.read_meta(self.feature_dir / v.video_id) for v in self.videos)
+        return [m for m in metas if m is not None]
 
     def _timebase_from_sidecars(self) -> TimeBase:
         for meta in self.sidecars()[:1]:
-            s = meta.get("settings") or {}
-            if all(k in s for k in ("fps", "stride", "window")):
-                return TimeBase.from_dict(s)
+            if meta.timebase is not None:
+                return meta.timebase
         return I3D_VGGISH
 
     def scan(self) -> tuple[int, int]:

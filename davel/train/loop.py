@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,11 @@ from torch import Tensor
 
 from davel.annotations import Annotations, read_annotations
 from davel.detectors.base import PyramidDetector
-from davel.detectors.checkpoint import CheckpointInfo
+from davel.detectors.meta import CheckpointMeta
 from davel.errors import DavelError, InputError
 from davel.evaluation import evaluate_map
 from davel.feature_norm import FeatureNorm
-from davel.inference import Detector
+from davel.inference import Detector, detect_subset
 from davel.train.config import TrainConfig
 from davel.train.data import CropSampler, FeatureSet, Sample, epoch_rng, make_loader
 from davel.train.losses import LossNormalizer, assign_targets, concat_points, detection_losses
@@ -47,6 +47,8 @@ from weights.atomic import atomic_write, atomic_write_text
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
+# The run's entries written as null when empty (no sidecars, nothing validated yet), as 0.2.0 did.
+_RUN_NULLS = frozenset({"extractor", "best_average_mAP", "best_epoch", "val_average_mAP"})
 
 
 @dataclass
@@ -124,15 +126,17 @@ def _write_log(run: Path, history: list[dict]) -> None:
 
 
 def _extractor_info(train_set: FeatureSet) -> dict | None:
+    """The checkpoint's ``extractor`` entry: what the training features' sidecars say."""
     metas = train_set.sidecars()
     if not metas:
         return None
-    keys = {m.get("settings_key") for m in metas}
+    keys = {m.settings_key for m in metas}
     if len(keys) > 1:
         log.warning("the training features were made with %d different extractor settings", len(keys))
     first = metas[0]
-    return {"settings": first.get("settings"), "settings_key": first.get("settings_key"),
-            "weights": first.get("weights")}
+    return {"settings": None if first.settings is None else dict(first.settings),
+            "settings_key": first.settings_key,
+            "weights": None if first.weights is None else dict(first.weights)}
 
 
 def _prepare_data(cfg: TrainConfig, ann: Annotations, feature_dir: Path, timebase: TimeBase | None = None
@@ -152,13 +156,11 @@ def _prepare_data(cfg: TrainConfig, ann: Annotations, feature_dir: Path, timebas
     return train_set, val_set, dims
 
 
-def _validation_detector(model: PyramidDetector, cfg: TrainConfig, ann: Annotations,
-                         train_set: FeatureSet, dims: tuple[int, int], device: torch.device) -> Detector:
-    meta: dict[str, Any] = {"labels": list(ann.class_names), "timebase": train_set.timebase.as_dict()}
-    if train_set.norm is not None:
-        meta["feature_norm"] = train_set.norm.to_meta()
-    info = CheckpointInfo(cfg.model, dims[0], dims[1], ann.num_classes, cfg.max_seq_len, meta)
-    return Detector(model, info, "(training)", "", device)
+def _validation_detector(model: PyramidDetector, ann: Annotations, train_set: FeatureSet,
+                         device: torch.device) -> Detector:
+    """The EMA weights as a detector, seeing the validation features as detect will."""
+    return Detector(model, labels=ann.class_names, timebase=train_set.timebase, feature_norm=train_set.norm,
+                    extraction=None, name="(training)", sha256="", device=device)
 
 
 def default_loader_workers(device: torch.device) -> int:
@@ -209,36 +211,32 @@ def train(cfg: TrainConfig, annotations: str | Path, feature_dir: str | Path, ru
     scheduler = make_scheduler(optimizer, cfg.warmup_epochs * steps_per_epoch,
                                cfg.total_epochs * steps_per_epoch, cfg.eta_min)
     normalizer = LossNormalizer(cfg.init_loss_norm, 0.9)
-    meta: dict[str, Any] = {
-        "format": CHECKPOINT_FORMAT, "model": cfg.model, "labels": list(ann.class_names),
-        "timebase": train_set.timebase.as_dict(), "config": cfg.as_dict(),
-        "model_config": model_config(cfg, dim_v, dim_a, ann.num_classes),
-        "extractor": _extractor_info(train_set), "annotations_sha256": ann.sha256,
-        "skipped_videos": len(train_set.missing), "epochs": cfg.total_epochs, "history": [],
-    }
-    if train_set.norm is not None:
-        meta["feature_norm"] = train_set.norm.to_meta()
+    meta = CheckpointMeta(
+        format=CHECKPOINT_FORMAT, kind=cfg.model, labels=tuple(ann.class_names), timebase=train_set.timebase,
+        config=cfg.as_dict(), model_config=model_config(cfg, dim_v, dim_a, ann.num_classes),
+        extractor=_extractor_info(train_set), annotations_sha256=ann.sha256,
+        skipped_videos=len(train_set.missing), epochs=cfg.total_epochs, history=(), feature_norm=train_set.norm,
+        nulls=_RUN_NULLS)
     start_epoch, best, best_epoch = 0, None, None
     if state is not None:
-        model.load_state_dict(store.strip_module_prefix(state["state_dict"]))
-        ema.module.load_state_dict(store.strip_module_prefix(state["state_dict_ema"]))
-        ema.n_averaged.fill_(int(state["davel"]["ema_updates"]))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        normalizer.value = float(state["davel"]["loss_normalizer"])
-        start_epoch = int(state["davel"]["epoch"])
-        best = state["davel"].get("best_average_mAP")
-        best_epoch = state["davel"].get("best_epoch")
-        meta["history"] = list(state["davel"].get("history") or _old_log(run, start_epoch))
+        saved, stored = state.meta, state.checkpoint
+        model.load_state_dict(store.strip_module_prefix(stored["state_dict"]))
+        ema.module.load_state_dict(store.strip_module_prefix(stored["state_dict_ema"]))
+        ema.n_averaged.fill_(saved.ema_updates)
+        optimizer.load_state_dict(stored["optimizer"])
+        scheduler.load_state_dict(stored["scheduler"])
+        normalizer.value = float(saved.loss_normalizer)
+        start_epoch, best, best_epoch = saved.epoch, saved.best_average_mAP, saved.best_epoch
+        meta = replace(meta, history=saved.history or tuple(_old_log(run, start_epoch)))
 
-    val_det = _validation_detector(ema.module, cfg, ann, train_set, (dim_v, dim_a), dev)
+    val_det = _validation_detector(ema.module, ann, train_set, dev)
     loader_workers = default_loader_workers(dev) if workers is None else workers
     loader = make_loader(train_set, sampler, cfg.max_seq_len, loader_workers, cfg.seed)
     result = TrainResult(run, start_epoch, best, best_epoch, skipped)
     stop = cfg.total_epochs if max_epochs is None else min(cfg.total_epochs, start_epoch + max_epochs)
     run.mkdir(parents=True, exist_ok=True)
     if start_epoch < stop or not (run / "log.jsonl").is_file():
-        _write_log(run, meta["history"])  # a fresh run (--restart included) starts an empty log
+        _write_log(run, list(meta.history))  # a fresh run (--restart included) starts an empty log
     for epoch in range(start_epoch, stop):
         _, torch_seed = epoch_rng(cfg.seed, epoch)
         torch.manual_seed(torch_seed)
@@ -273,7 +271,7 @@ def train(cfg: TrainConfig, annotations: str | Path, feature_dir: str | Path, ru
         if len(val_set):
             ema.module.eval()
             cb.validating(len(val_set))
-            preds, _ = val_det.detect_annotated(ann, feature_dir, "validation")
+            preds, _ = detect_subset(val_det, ann, feature_dir, "validation")
             try:
                 metrics = evaluate_map(ann, preds, subset="validation")
             except DavelError:  # validation videos without events: nothing to score
@@ -287,19 +285,18 @@ def train(cfg: TrainConfig, annotations: str | Path, feature_dir: str | Path, ru
             record.best, best_epoch = True, epoch + 1
         elif best is None or score > best:
             record.best, best, best_epoch = True, score, epoch + 1
-        meta["history"] = [*meta["history"], record.to_json()]
-        meta.update(epoch=epoch + 1, loss_normalizer=normalizer.value,
-                    ema_updates=int(ema.n_averaged), best_average_mAP=best, best_epoch=best_epoch,
-                    val_average_mAP=score)
+        meta = replace(meta, history=(*meta.history, record.to_json()), epoch=epoch + 1,
+                       loss_normalizer=normalizer.value, ema_updates=int(ema.n_averaged),
+                       best_average_mAP=best, best_epoch=best_epoch, val_average_mAP=score)
         ckpt = {"epoch": epoch, "state_dict": _prefixed(model.state_dict()),
                 "state_dict_ema": _prefixed(ema.module.state_dict()),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "davel": dict(meta)}
+                "davel": meta.to_dict()}
         _save(run / "last.pth", ckpt)
         if record.best:
             _save(run / "best.pth", {k: x for k, x in ckpt.items()
                                      if k not in ("optimizer", "scheduler")})
-        _write_log(run, meta["history"])
+        _write_log(run, list(meta.history))
         result.history.append(record)
         result.epochs_done, result.best_average_mAP, result.best_epoch = epoch + 1, best, best_epoch
         cb.epoch_end(record)
@@ -315,20 +312,28 @@ def _old_log(run: Path, epochs: int) -> list[dict]:
     return [r for r in lines if isinstance(r, dict) and r.get("epoch", 0) <= epochs][-epochs:]
 
 
-def _load_resume(path: Path, cfg: TrainConfig, ann: Annotations) -> dict:
+@dataclass(frozen=True)
+class _Resume:
+    checkpoint: dict  # the file: state dicts, optimizer, scheduler
+    meta: CheckpointMeta  # its davel entry (epoch, ema_updates and loss_normalizer are there)
+
+
+def _load_resume(path: Path, cfg: TrainConfig, ann: Annotations) -> _Resume:
     if not path.is_file():
         raise InputError(f"cannot resume: {path} does not exist")
     state = store.load_state(path)
-    meta = state.get("davel") if isinstance(state, dict) else None
-    if not isinstance(meta, dict) or "optimizer" not in state or "config" not in meta:
+    entry = state.get("davel") if isinstance(state, dict) else None
+    meta = CheckpointMeta.from_dict(entry, str(path)) if isinstance(entry, dict) else None
+    if (meta is None or "optimizer" not in state or meta.config is None
+            or None in (meta.epoch, meta.ema_updates, meta.loss_normalizer)):
         raise InputError(f"cannot resume from {path}: not a davel training checkpoint "
                          f"with optimizer state (best.pth has none: use last.pth)")
-    saved = TrainConfig.from_dict(meta["config"])
+    saved = TrainConfig.from_dict(meta.config)
     if saved != cfg:
         diff = [f"{f.name} {getattr(saved, f.name)!r} -> {getattr(cfg, f.name)!r}"
                 for f in fields(cfg) if getattr(saved, f.name) != getattr(cfg, f.name)]
         raise InputError(f"{path} was trained with other settings ({'; '.join(diff[:3])}); "
                          f"use the same options, another -o, or --restart")
-    if meta.get("annotations_sha256") != ann.sha256:
+    if meta.annotations_sha256 != ann.sha256:
         log.warning("the annotations changed since %s was written", path)
-    return state
+    return _Resume(state, meta)

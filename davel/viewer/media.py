@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from davel.evaluation import video_id_from_name
+from davel.results import video_id_from_name
 from davel.viewer.errors import VideoError
 from extractors.media import open_container, pick_video_stream, reason
 

@@ -7,14 +7,14 @@ string, ``label_id`` an int or None, so the plot and the page need no checks.
 """
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Union
 
 from davel.annotations import Annotations, read_annotations
-from davel.evaluation import video_id_from_name
+from davel.errors import InputError
 from davel.outputs import read_json_documents
+from davel.results import DetectionResult, video_id_from_name
 from davel.viewer.errors import ResultFileError
 
 #: What the library functions accept as results: a dict, an object with
@@ -47,62 +47,21 @@ def load_results(source: ResultSource) -> list[dict]:
             for i, item in enumerate(items)]
 
 
-def _number(value: Any, what: str, where: str) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        x = math.nan
-    if isinstance(value, bool) or not math.isfinite(x):
-        raise ResultFileError(f"{where}: {what} must be a finite number, not {value!r:.40}")
-    return x
-
-
-def _label_id(value: Any, where: str, error: type[Exception] = ResultFileError) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError) as exc:
-        raise error(f"{where}: label_id must be an integer, not {value!r:.40}") from exc
-
-
 def normalise_result(item: Any, where: str = "result") -> dict:
-    """A checked copy of one result: ``duration`` > 0, events with float times and scores."""
+    """A checked copy of one result: ``duration`` > 0, events with float times and scores.
+
+    Read by :meth:`DetectionResult.from_dict` (lenient: a hand-written file may leave
+    out scores, label ids and the duration); keys it does not know are kept.
+    """
     if hasattr(item, "to_dict") and callable(item.to_dict):
         item = item.to_dict()
-    if not isinstance(item, Mapping):
-        raise ResultFileError(f"{where}: expected a davel result object, got {type(item).__name__}")
-    events = item.get("events")
-    if not isinstance(events, list):
-        raise ResultFileError(f"{where}: no \"events\" list (is this a `davel detect` result?)")
-    video = item.get("video")
-    if not isinstance(video, str) or not video:
-        raise ResultFileError(f"{where}: no \"video\" name")
-    clean = []
-    for n, ev in enumerate(events, 1):
-        at = f"{where}: event {n}"
-        if not isinstance(ev, Mapping):
-            raise ResultFileError(f"{at}: expected an object")
-        if "label" not in ev and ev.get("label_id") is None:
-            raise ResultFileError(f"{at}: no label")
-        start, end = _number(ev.get("start"), "start", at), _number(ev.get("end"), "end", at)
-        if end < start:
-            raise ResultFileError(f"{at}: ends ({end:g} s) before it starts ({start:g} s)")
-        label_id = _label_id(ev.get("label_id"), at)
-        label = ev.get("label")
-        clean.append({"label": str(label) if label is not None else f"class_{label_id}",
-                      "label_id": label_id, "start": start, "end": end,
-                      "score": _number(ev.get("score", 1.0), "score", at)})
-    duration = item.get("duration")
-    if duration is None:
-        # Older or hand-made results: the last event end is the best guess.
-        duration = max((e["end"] for e in clean), default=0.0)
-    duration = _number(duration, "duration", where)
-    if duration <= 0:
-        raise ResultFileError(f"{where}: no positive duration")
+    try:
+        result = DetectionResult.from_dict(item, strict=False, where=where)
+    except InputError as exc:
+        raise ResultFileError(str(exc)) from exc
     out = dict(item)
-    out.update(video=video, duration=duration, events=clean,
-               model=str(item.get("model") or "unknown model"))
+    out.update(video=result.video, duration=result.duration, events=[e.to_dict() for e in result.events],
+               model=result.model or "unknown model")
     return out
 
 
