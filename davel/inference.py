@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,16 +30,19 @@ from davel.models import resolve_checkpoint
 from davel.postprocess import PostprocessConfig, candidates, nms_to_seconds
 from davel.results import DetectionResult, Event  # re-exported: their home in 0.2.0
 from davel.windows import shift_candidates, window_starts
-from extractors import feature_files
+from extractors import feature_files, feature_sets
 from extractors.devices import resolve_device, strict_fp32
 from extractors.feature_files import FeatureMeta, Features
 from extractors.settings import ExtractionSettings
 from extractors.timebase import I3D_VGGISH, TimeBase
 
+if TYPE_CHECKING:
+    from extractors.cache import FeatureCache
+
 log = logging.getLogger(__name__)
 
-# What features extracted from a video are: I3D rgb + flow, VGGish.
-VIDEO_FEATURE_DIMS = (2048, 128)
+# The widths of davel's default feature set (I3D rgb + flow, VGGish).
+VIDEO_FEATURE_DIMS = feature_sets.I3D_VGGISH_SET.dims
 
 
 def prepare_inputs(feats_v: Tensor | np.ndarray, feats_a: Tensor | np.ndarray,
@@ -79,7 +82,7 @@ class Detector:
     def __init__(self, model: PyramidDetector, *, labels: Sequence[str] | None, timebase: TimeBase,
                  feature_norm: FeatureNorm | None, extraction: ExtractionSettings | None, name: str,
                  sha256: str, device: str | torch.device, weights_dir: str | Path | None = None,
-                 postprocess: PostprocessConfig = PostprocessConfig()) -> None:
+                 postprocess: PostprocessConfig = PostprocessConfig(), feature_set: str | None = None) -> None:
         if feature_norm is not None and feature_norm.dims != model.input_dims:
             dv, da = feature_norm.dims
             raise WeightsError(f"{name}: its feature statistics are {dv}-d / {da}-d but the detector "
@@ -93,6 +96,9 @@ class Detector:
         self.timebase = timebase
         self.feature_norm = feature_norm
         self.extraction = extraction  # None: the checkpoint does not say (official ones)
+        # the features it takes: recorded by davel's checkpoints, else told by its input widths
+        known = feature_sets.for_dims(model.input_dims)
+        self.feature_set = feature_set or (known.name if known is not None else None)
         self.weights_dir = weights_dir
         self.postprocess = postprocess
         self._cache = None  # the feature cache, made on the first video
@@ -109,9 +115,16 @@ class Detector:
         meta = info.meta
         if labels is None and meta.labels:
             labels = meta.labels
-        return cls(model, labels=labels, timebase=meta.timebase or I3D_VGGISH, feature_norm=meta.feature_norm,
-                   extraction=meta.extraction_settings(), name=path.name, sha256=sha, device=device,
-                   weights_dir=weights_dir)
+        known = feature_sets.for_dims(model.input_dims)
+        feature_set = meta.feature_set or (known.name if known is not None else None)
+        # the time base follows the features: a checkpoint that does not record one (the
+        # official ones) has its feature set's
+        default_tb = feature_sets.feature_set(feature_set).timebase if feature_set in feature_sets.FEATURE_SETS \
+            else I3D_VGGISH
+        extraction = meta.extraction_settings() if feature_set in (None, feature_sets.DEFAULT) else None
+        return cls(model, labels=labels, timebase=meta.timebase or default_tb, feature_norm=meta.feature_norm,
+                   extraction=extraction, name=path.name, sha256=sha, device=device,
+                   weights_dir=weights_dir, feature_set=feature_set)
 
     # ---------------------------------------------------------------- settings
 
@@ -140,24 +153,33 @@ class Detector:
                on_window: Callable[[int], None] | None = None) -> DetectionResult:
         """Events of a video file: features from the cache or extracted now (with the
         settings the checkpoint expects), then :meth:`detect_features`."""
-        if self.model.input_dims != VIDEO_FEATURE_DIMS:
-            dv, da = self.model.input_dims
-            raise InputError(f"{self.name} takes {dv}-d / {da}-d features, not the I3D + VGGish "
-                             f"features davel extracts from videos: pass pre-extracted features")
-        feats = self._feature_cache().features(Path(video), on_window=on_window)
+        self.video_feature_set()
+        feats = self.feature_cache().features(Path(video), on_window=on_window)
         return self.detect_features(feats, name=str(video), top_k=top_k, min_score=min_score)
 
-    def _feature_cache(self):
+    def video_feature_set(self) -> feature_sets.FeatureSet:
+        """The feature set davel extracts from a video for this detector; InputError (one line)
+        when its input widths are not a set davel makes."""
+        fs = feature_sets.FEATURE_SETS.get(self.feature_set or "")
+        if fs is None or fs.dims != self.model.input_dims:
+            raise InputError(f"{self.name} takes {feature_sets.describe_dims(self.model.input_dims)}: "
+                             f"pass pre-extracted features")
+        return fs
+
+    def feature_cache(self) -> FeatureCache:
+        """The cache of the features this detector's videos get (made on first use; its
+        ``extractor`` is the feature set's)."""
         if self._cache is None:
             from extractors.cache import FeatureCache
 
-            settings = self.extraction_settings
-            if not settings.is_standard():
+            fs = self.video_feature_set()
+            settings = self.extraction_settings if fs.name == feature_sets.DEFAULT else fs.settings()
+            if fs.name == feature_sets.DEFAULT and not settings.is_standard():
                 log.warning("%s was trained on non-standard features: extracting with its settings "
                             "(short side %d, crop %d, flow %s, RAFT iterations %d)", self.name,
                             settings.short_side, settings.crop, "on" if settings.flow else "off",
                             settings.raft_iterations)
-            self._cache = FeatureCache(self.weights_dir, str(self.device), settings)
+            self._cache = FeatureCache(self.weights_dir, str(self.device), settings, feature_set=fs.name)
         return self._cache
 
     def detect_features(self, feats: Features, *, name: str = "", duration: float | None = None,

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from extractors import feature_files
+from extractors import feature_files, feature_sets
 from extractors.extract import ExtractionSettings, FeatureExtractor
 from extractors.feature_files import Features
 from weights import store
@@ -28,6 +28,7 @@ from weights.atomic import file_lock
 from weights.errors import DavelError, InputError
 
 log = logging.getLogger(__name__)
+DEFAULT_SET = feature_sets.DEFAULT
 
 DEFAULT_MAX_GB = 20.0
 
@@ -143,10 +144,11 @@ class FeatureCache:
     def __init__(self, weights_dir: str | Path | None = None, device: str = "auto",
                  settings: ExtractionSettings | None = None, root: str | Path | None = None,
                  max_bytes: int | None = None, extractor: FeatureExtractor | None = None,
-                 tune_allocator: bool = True):
+                 tune_allocator: bool = True, feature_set: str = DEFAULT_SET):
         self.dir = CacheDir(root, max_bytes)
-        self.extractor = extractor or FeatureExtractor(weights_dir, device, settings,
-                                                       tune_allocator=tune_allocator)
+        self.extractor = extractor or feature_sets.feature_set(feature_set).extractor(
+            weights_dir, device, settings, tune_allocator=tune_allocator)
+        self.feature_set = getattr(self.extractor, "feature_set", DEFAULT_SET)
 
     def entries(self) -> list[CacheEntry]:
         return self.dir.entries()
@@ -179,7 +181,7 @@ class FeatureCache:
         """The features of ``path`` (``meta`` holds the sidecar: duration, settings, ...)."""
         path = Path(path)
         slot, stem = self._slot(path)
-        if feature_files.is_complete(slot, stem, self.extractor.settings_key):
+        if feature_files.is_complete(slot, stem, self.extractor.settings_key, self.feature_set):
             try:
                 feats = self._read(slot, stem)
                 os.utime(slot)  # last use, for eviction

@@ -66,6 +66,8 @@ class FeatureExtractor:
     ``DAVEL_MALLOC_TUNING=0`` in the environment overrides it to off.
     """
 
+    feature_set = "i3d-vggish"  # extractors.feature_sets
+
     def __init__(self, weights_dir: str | Path | None = None, device: str = "auto",
                  settings: ExtractionSettings | None = None, windows_per_batch: int | None = None,
                  tune_allocator: bool = False):
@@ -159,7 +161,7 @@ class FeatureExtractor:
                            steps=int(len(rgb)), audio_steps=int(len(emb)), duration=duration,
                            container_duration=info.duration, frames=count[0],
                            source_fps=info.source_fps, size=(info.width, info.height),
-                           device=str(self.device),
+                           device=str(self.device), feature_set=self.feature_set,
                            nulls=frozenset({"container_duration"}))  # null: the container says nothing
         return Features(rgb=rgb.astype(np.float32), flow=flow.astype(np.float32),
                         vggish=emb.astype(np.float32), meta=meta)

@@ -67,6 +67,7 @@ class FeatureMeta(Mapping):
     source_fps: float | None = None
     size: tuple[int, int] | None = None          # width, height
     device: str | None = None
+    feature_set: str | None = None               # extractors.feature_sets name (None: i3d-vggish)
     extra: Mapping[str, Any] = field(default_factory=dict)
     nulls: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
@@ -96,6 +97,7 @@ class FeatureMeta(Mapping):
             source_fps=_check(get("source_fps"), float, "source_fps", where),
             size=size,
             device=_check(get("device"), str, "device", where),
+            feature_set=_check(get("feature_set"), str, "feature_set", where),
             extra={k: v for k, v in doc.items() if k not in keys},
             nulls=frozenset(keys[k] for k, v in doc.items() if k in keys and v is None),
         )
@@ -173,8 +175,18 @@ class Features:
         return np.ascontiguousarray(self.vggish[: self.num_steps].T.astype(np.float32))
 
 
-def paths(out_dir: Path, stem: str) -> dict[str, Path]:
-    d = {s: out_dir / f"{stem}_{s}.npy" for s in STREAMS}
+# The file names of each feature set's arrays, by stream: davel's UnAV-100 layout, and
+# ONE-PEACE's as the CCNet repository reads them (one visual and one audio array, no flow).
+LAYOUTS: dict[str, dict[str, str]] = {
+    "i3d-vggish": {s: s for s in STREAMS},
+    "one-peace": {"rgb": "one_peace_video_finetune", "vggish": "one_peace_audio"},
+}
+ONE_PEACE_FILES = LAYOUTS["one-peace"]
+
+
+def paths(out_dir: Path, stem: str, feature_set: str = "i3d-vggish") -> dict[str, Path]:
+    """The files ``davel extract`` writes for ``stem``: the set's arrays, then the sidecar."""
+    d = {s: out_dir / f"{stem}_{name}.npy" for s, name in LAYOUTS[feature_set].items()}
     d["meta"] = out_dir / f"{stem}_davel.json"
     return d
 
@@ -184,10 +196,9 @@ def has_features(out_dir: Path, stem: str) -> bool:
     return all(f.is_file() for f in _files(Path(out_dir) / stem).values())
 
 
-def is_complete(out_dir: Path, stem: str, settings_key: str) -> bool:
+def is_complete(out_dir: Path, stem: str, settings_key: str, feature_set: str = "i3d-vggish") -> bool:
     """The arrays and the sidecar of ``stem`` are there, made with ``settings_key``."""
-    p = paths(out_dir, stem)
-    if not all(p[s].is_file() for s in (*STREAMS, "meta")):
+    if not all(f.is_file() for f in paths(out_dir, stem, feature_set).values()):
         return False
     try:
         meta = read_meta(Path(out_dir) / stem)
@@ -206,12 +217,13 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def write(out_dir: Path, stem: str, features: Features) -> None:
-    """Write the three arrays atomically, then the sidecar (``features.meta``) that marks
-    them complete."""
-    p = paths(Path(out_dir), stem)
+    """Write the arrays atomically (the layout of ``features.meta.feature_set``), then the
+    sidecar (``features.meta``) that marks them complete."""
+    p = paths(Path(out_dir), stem, features.meta.feature_set or "i3d-vggish")
     p["meta"].unlink(missing_ok=True)  # incomplete until the sidecar is back
     for s in STREAMS:
-        _save_npy(p[s], getattr(features, s))
+        if s in p:
+            _save_npy(p[s], getattr(features, s))
     atomic_write_text(p["meta"], json.dumps(features.meta.to_dict(), indent=1, sort_keys=True))
 
 
@@ -226,11 +238,6 @@ def read_meta(prefix: str | Path) -> FeatureMeta | None:
     except (OSError, ValueError):
         return None
     return FeatureMeta.from_dict(doc, str(path)) if isinstance(doc, dict) else None
-
-
-# Pre-extracted ONE-PEACE features, named as the CCNet repository reads them
-# (one visual and one audio array per video, 1536-d each).
-ONE_PEACE_FILES = {"rgb": "one_peace_video_finetune", "vggish": "one_peace_audio"}
 
 
 def _files(prefix: Path) -> dict[str, Path]:

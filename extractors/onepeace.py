@@ -44,7 +44,7 @@ import torch
 from extractors import audio as audio_io
 from extractors import decode, onepeace_audio
 from extractors.devices import resolve_device, strict_fp32
-from extractors.feature_files import Features
+from extractors.feature_files import FeatureMeta, Features
 from extractors.onepeace_video import OnePeaceVideoEncoder, preprocess_frames
 from extractors.onepeace_windows import (
     AUDIO_HOP,
@@ -88,6 +88,14 @@ class OnePeaceSettings:
     def record(self) -> dict[str, Any]:
         """What a sidecar and a checkpoint store: the feature set, the settings, the time base."""
         return {"feature_set": FEATURE_SET, "precision": self.precision, **self.timebase.as_dict()}
+
+
+def _span(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _load(path: Path) -> dict:
@@ -171,6 +179,22 @@ class OnePeaceExtractor:
         per_v, per_a = self.window_seconds()
         return v_rows + a_rows, v_rows * per_v + a_rows * per_a
 
+    def estimate_line(self, paths: list[str | Path]) -> str:
+        """One line for a CPU user, before a batch starts: the window times measured here and
+        what they make for these videos (a video whose duration is unknown counts as none)."""
+        windows, seconds = 0, 0.0
+        for path in paths:
+            try:
+                w, s = self.estimate(path)
+            except InputError:  # the batch reports a bad file itself
+                continue
+            windows, seconds = windows + w, seconds + s
+        per_v, per_a = self.window_seconds()
+        self._networks = None  # measured; the batch's worker loads its own
+        return (f"ONE-PEACE on the {self.device.type.upper()}: {per_v:.1f} s per visual and {per_a:.1f} s "
+                f"per audio window measured here; {len(paths)} video(s), {windows} windows: about "
+                f"{_span(seconds)} (a GPU takes a fraction of a second per window)")
+
     # ---------------------------------------------------------------- extraction
 
     def extract(self, path: str | Path, on_window: Callable[[int], None] | None = None) -> Features:
@@ -222,12 +246,12 @@ class OnePeaceExtractor:
         if audio_seconds is not None and short and audio_seconds < short:
             log.warning("%s: only %.2f s of audio decode (the container says %.2f s)",
                         path, audio_seconds, info.duration)
-        meta = {"video": str(path), "settings_key": self.settings_key, "settings": self.settings.record(),
-                "feature_set": FEATURE_SET, "timebase": tb.as_dict(),
-                "weights": {role: p.name for role, p in self.files.items()},
-                "T": int(len(visual)), "T_audio": int(len(aud)), "duration": duration,
-                "container_duration": info.duration, "frames": count[0],
-                "source_fps": info.source_fps, "size": [info.width, info.height],
-                "device": str(self.device)}
+        meta = FeatureMeta(video=str(path), settings_key=self.settings_key, settings=self.settings.record(),
+                           weights={role: p.name for role, p in self.files.items()},
+                           steps=int(len(visual)), audio_steps=int(len(aud)), duration=duration,
+                           container_duration=info.duration, frames=count[0],
+                           source_fps=info.source_fps, size=(info.width, info.height),
+                           device=str(self.device), feature_set=FEATURE_SET,
+                           nulls=frozenset({"container_duration"}))
         return Features(rgb=visual.astype(np.float32), flow=np.zeros((len(visual), 0), np.float32),
                         vggish=aud.astype(np.float32), meta=meta)

@@ -131,16 +131,18 @@ class Task:
 
 
 class ExtractTask(Task):
-    """``davel extract``: a video -> ``<out>/<stem>_{rgb,flow,vggish}.npy`` + sidecar."""
+    """``davel extract``: a video -> the arrays of its feature set (``<out>/<stem>_{rgb,flow,vggish}.npy``
+    or ``<out>/<stem>_one_peace_{video_finetune,audio}.npy``) + sidecar."""
 
     verb = "extracted"
 
     def __init__(self, out_dir: str | Path, settings: Any = None, weights_dir: str | Path | None = None,
-                 device: str = "auto", overwrite: bool = False) -> None:
-        from extractors.extract import ExtractionSettings
+                 device: str = "auto", overwrite: bool = False, feature_set: str = "i3d-vggish") -> None:
+        from extractors.feature_sets import feature_set as get_set
 
         self.out_dir = str(out_dir)
-        self.settings = settings or ExtractionSettings()
+        self.feature_set = get_set(feature_set).name
+        self.settings = settings or get_set(feature_set).settings()
         self.weights_dir = None if weights_dir is None else str(weights_dir)
         self.device = device
         self.overwrite = overwrite
@@ -149,10 +151,11 @@ class ExtractTask(Task):
     @property
     def extractor(self):
         if getattr(self, "_extractor", None) is None:
-            from extractors.extract import FeatureExtractor
+            from extractors.feature_sets import feature_set
 
             # a batch runs many videos in a process of its own: keep its memory at what it holds
-            self._extractor = FeatureExtractor(self.weights_dir, self.device, self.settings, tune_allocator=True)
+            self._extractor = feature_set(self.feature_set).extractor(self.weights_dir, self.device, self.settings,
+                                                                      tune_allocator=True)
         return self._extractor
 
     def prepare(self) -> None:
@@ -161,23 +164,25 @@ class ExtractTask(Task):
     def outputs(self, item: Item) -> list[Path]:
         from extractors import feature_files
 
-        return list(feature_files.paths(Path(self.out_dir), item.stem).values())
+        return list(feature_files.paths(Path(self.out_dir), item.stem, self.feature_set).values())
 
     def is_done(self, item: Item) -> bool:
         from extractors import feature_files
 
-        return not self.overwrite and feature_files.is_complete(Path(self.out_dir), item.stem, self.settings_key)
+        return not self.overwrite and feature_files.is_complete(Path(self.out_dir), item.stem, self.settings_key,
+                                                                self.feature_set)
 
     def total_steps(self, item: Item) -> int | None:
         """Feature rows the video will give, for a progress bar (None: unknown)."""
         from extractors import decode
+        from extractors.feature_sets import feature_set
 
-        tb = self.settings.timebase
+        fs = feature_set(self.feature_set)
         try:
-            frames = decode.num_frames_estimate(decode.probe(item.path), tb.fps)
+            frames = decode.num_frames_estimate(decode.probe(item.path), fs.timebase.fps)
         except Exception:  # noqa: BLE001 - the run itself reports a bad file
             return None
-        return max(1, tb.num_steps(frames)) if frames is not None else None
+        return max(1, fs.num_rows(frames)) if frames is not None else None
 
     def run(self, item: Item, on_progress: Progress = None) -> Record:
         from extractors import feature_files

@@ -85,14 +85,19 @@ def detect_command(
         raise typer.Exit(write_report(failed, report).exit_code)
     if folder is not None:
         output_folder(folder)
-    from davel.inference import VIDEO_FEATURE_DIMS
     from davel.labels import read_labels
 
     names = read_labels(labels) if labels else None
     task = DetectTask(str(checkpoint or model), labels=names, weights_dir=weights_dir, device=device,
                       top_k=top_k, min_score=min_score, duration=duration, out_dir=folder, fmt=fmt,
-                      expect_dims=_input_dims(videos, features, VIDEO_FEATURE_DIMS), overwrite=overwrite)
+                      expect_dims=_input_dims(videos, features), overwrite=overwrite)
     # loaded here once so that a bad checkpoint is one line before any work
+    if videos:
+        # the checkpoint decides which features a video gets (its recorded set, or its widths)
+        fs = task.detector.video_feature_set()
+        if fs.name == "one-peace" and task.detector.device.type == "cpu" and not quiet:
+            line = task.detector.feature_cache().extractor.estimate_line([str(v) for v in videos])
+            typer.echo(f"davel: {line}", err=True)
     if task.detector.labels is None:
         typer.echo("davel: warning: no class names: events are labelled class_<id>; pass --labels "
                    "unav100_annotations.json (from the UnAV-100 dataset) for real names", err=True)
@@ -144,10 +149,10 @@ def _plot_targets(plot: Path, inputs: list[tuple[str, str]]) -> dict[tuple[str, 
     return dict(zip(inputs, output_paths(named, plot)))
 
 
-def _input_dims(videos: list[Path] | None, features: list[str] | None,
-                video_dims: tuple[int, int]) -> tuple[int, int]:
-    """Visual / audio feature sizes the detector will be fed: I3D + VGGish when a video is
-    extracted, else those of the first feature files (features made elsewhere may differ)."""
+def _input_dims(videos: list[Path] | None, features: list[str] | None) -> tuple[int, int] | None:
+    """Visual / audio feature sizes the detector will be fed: those of the first feature
+    files (features made elsewhere may differ); None when videos are given (the checkpoint
+    decides which features they get)."""
     from davel.errors import DavelError
     from extractors import feature_files
 
@@ -157,4 +162,4 @@ def _input_dims(videos: list[Path] | None, features: list[str] | None,
             return c_rgb + c_flow, c_aud
         except DavelError:  # reported with that input below
             pass
-    return video_dims
+    return None

@@ -22,7 +22,8 @@ from davel.cli._common import (
 @user_errors
 def extract_command(
     videos: list[Path] = typer.Argument(None, help="Video files."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output directory for <stem>_{rgb,flow,vggish}.npy."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output directory for <stem>_{rgb,flow,vggish}.npy (one-peace: <stem>_one_peace_{video_finetune,audio}.npy)."),
+    feature_set: str = typer.Option("i3d-vggish", "--feature-set", help="i3d-vggish (UnAV-100's features) or one-peace (the released CCNet's: 1536-d, 16 fps, 16-frame windows every 4)."),
     directory: Optional[Path] = typer.Option(None, "--dir", help="Also take every video in this directory."),
     recursive: bool = typer.Option(False, "--recursive", help="With --dir: descend into sub-directories."),
     listing: Optional[str] = typer.Option(None, "--list", help="File with one video path per line ('-': stdin)."),
@@ -34,14 +35,19 @@ def extract_command(
     crop: int = typer.Option(224, "--crop", help="Centre crop fed to I3D (non-standard if not 224)."),
     raft_iterations: int = typer.Option(20, "--raft-iterations", help="RAFT refinement steps (non-standard if not 20)."),
     no_flow: bool = typer.Option(False, "--no-flow", help="Skip optical flow (flow features written as zeros): fast, non-standard."),
+    precision: str = typer.Option("fp32", "--precision", help="one-peace: fp32 (the reference) or bf16 (CUDA only; see examples/bench_onepeace.py for its drift)."),
     timeout: float = typer.Option(1800.0, "--timeout", metavar="S", help=TIMEOUT_HELP),
     report: Optional[Path] = typer.Option(None, "--report", metavar="FILE", help=REPORT_HELP),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help=SHARD_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Extract UnAV-100 features (I3D rgb + flow, VGGish) from videos.
+    """Extract I3D + VGGish or ONE-PEACE features from videos.
 
-    The defaults reproduce the published features; --short-side, --crop,
+    The default feature set, i3d-vggish, is the UnAV-100 features (I3D rgb + flow,
+    VGGish); one-peace is what the released CCNet was trained on (on a CPU its
+    encoders take minutes per second of video: each video's time is estimated,
+    measured on this machine, before it starts). The defaults reproduce the
+    published features; --short-side, --crop,
     --raft-iterations and --no-flow trade faithfulness for speed (for your own
     training and experiments only).
 
@@ -75,21 +81,41 @@ def extract_command(
         summary = write_report(failed, report)
         typer.echo(summary.line("extracted"), err=True)
         raise typer.Exit(summary.exit_code)
-    output_folder(out)
-    from extractors.extract import ExtractionSettings  # torch from here on
+    from extractors.feature_sets import FEATURE_SETS
 
-    settings = ExtractionSettings(vggish_pca=vggish_pca, short_side=short_side, crop=crop,
-                                  raft_iterations=raft_iterations, flow=not no_flow)
-    try:
-        settings.check()
-    except DavelError as exc:
-        fail(f"{exc} (--short-side, --crop, --raft-iterations)", 2)
-    if not settings.is_standard():
-        typer.echo("davel: warning: non-standard sizes/iterations: these features will not match the "
-                   "published UnAV-100 features or checkpoints trained on them", err=True)
+    if feature_set not in FEATURE_SETS:
+        fail(f"--feature-set must be one of {', '.join(FEATURE_SETS)}", 2)
+    i3d_options = {"--vggish-pca": vggish_pca, "--short-side": short_side != 256, "--crop": crop != 224,
+                   "--raft-iterations": raft_iterations != 20, "--no-flow": no_flow}
+    if feature_set == "one-peace":
+        given = [flag for flag, on in i3d_options.items() if on]
+        if given:
+            fail(f"{given[0]} is an I3D + VGGish option: it does not go with --feature-set one-peace", 2)
+    elif precision != "fp32":
+        fail("--precision goes with --feature-set one-peace", 2)
+    output_folder(out)
+    if feature_set == "one-peace":
+        from extractors.onepeace import OnePeaceSettings  # torch from here on
+
+        settings = OnePeaceSettings(precision=precision)
+    else:
+        from extractors.extract import ExtractionSettings  # torch from here on
+
+        settings = ExtractionSettings(vggish_pca=vggish_pca, short_side=short_side, crop=crop,
+                                      raft_iterations=raft_iterations, flow=not no_flow)
+        try:
+            settings.check()
+        except DavelError as exc:
+            fail(f"{exc} (--short-side, --crop, --raft-iterations)", 2)
+        if not settings.is_standard():
+            typer.echo("davel: warning: non-standard sizes/iterations: these features will not match the "
+                       "published UnAV-100 features or checkpoints trained on them", err=True)
     from davel.batch.tasks import ExtractTask
 
-    task = ExtractTask(out, settings, weights_dir, device, overwrite)
+    task = ExtractTask(out, settings, weights_dir, device, overwrite, feature_set=feature_set)
+    if feature_set == "one-peace" and task.extractor.device.type == "cpu" and not quiet:
+        typer.echo(f"davel: {task.extractor.estimate_line([i.path for i in items if not task.is_done(i)])}",
+                   err=True)
     summary = run_batch(task, items, claim_dir=out, report=report, timeout=timeout_s, quiet=quiet,
                         on_record=report_failure, earlier=failed)
     typer.echo(summary.line(task.verb), err=True)

@@ -44,6 +44,7 @@ def train_command(
     restart: bool = typer.Option(False, "--restart", help="Ignore OUT/last.pth and start over."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
     loader_workers: Optional[int] = typer.Option(None, "--loader-workers", help="Processes reading features (default: 0 on CPU, up to 4 with a GPU)."),
+    feature_set: Optional[str] = typer.Option(None, "--feature-set", help="The features' set: i3d-vggish or one-peace (their time base and widths; default: told by the features' widths). Kept in the checkpoint: `davel detect VIDEO` extracts the same set."),
     timebase: Optional[str] = typer.Option(None, "--timebase", help="How feature steps map to time: i3d-vggish (25 fps, stride 8, window 24), one-peace (16, 4, 16) or FPS,STRIDE,WINDOW (default: the features' davel sidecars, else i3d-vggish)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-epoch lines."),
     model_options: Optional[Mapping[str, Any]] = None,
@@ -105,7 +106,8 @@ def train_command(
             typer.echo(line + ("  [best]" if r.best else ""), err=True)
 
     result = train(cfg, annotations, features, out, device=resolve_device(device), resume=resume,
-                   restart=restart, progress=Report(), workers=loader_workers, timebase=tb)
+                   restart=restart, progress=Report(), workers=loader_workers, timebase=tb,
+                   feature_set=feature_set)
     if not result.history:
         typer.echo(f"nothing to do: {out / 'last.pth'} already finished all "
                    f"{cfg.total_epochs} epochs (--restart to train again)", err=True)

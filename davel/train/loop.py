@@ -40,6 +40,7 @@ from davel.train.config import TrainConfig
 from davel.train.data import CropSampler, FeatureSet, Sample, epoch_rng, make_loader
 from davel.train.losses import LossNormalizer, assign_targets, concat_points, detection_losses
 from davel.train.optim import build_model, make_ema, make_optimizer, make_scheduler, model_config
+from extractors import feature_sets
 from extractors.timebase import TimeBase
 from weights import store
 from weights.atomic import atomic_write, atomic_write_text
@@ -175,7 +176,7 @@ def train(cfg: TrainConfig, annotations: str | Path, feature_dir: str | Path, ru
           device: str | torch.device = "cpu", resume: str | Path | None = None,
           restart: bool = False, progress: TrainProgress | None = None,
           max_epochs: int | None = None, workers: int | None = None,
-          timebase: TimeBase | None = None) -> TrainResult:
+          timebase: TimeBase | None = None, feature_set: str | None = None) -> TrainResult:
     """Train (or continue training) a detector; writes ``RUN/last.pth``, ``RUN/best.pth``
     and ``RUN/log.jsonl``.
 
@@ -184,7 +185,11 @@ def train(cfg: TrainConfig, annotations: str | Path, feature_dir: str | Path, ru
     that many epochs in this call (the schedule still spans the full run).
     ``workers``: feature-reading processes (default: see :func:`default_loader_workers`).
     ``timebase``: how the features' steps map to seconds (default: what their davel
-    sidecars say, else I3D + VGGish's); it is kept in the checkpoints.
+    sidecars say, else I3D + VGGish's); it is kept in the checkpoints. ``feature_set``
+    (``extractors.feature_sets``: ``i3d-vggish``, ``one-peace``) names the features: their
+    time base unless ``timebase`` is given, and their widths are checked; by default it
+    is told by the features' widths. Kept in the checkpoints, so that ``detect`` on a video
+    extracts the same set.
     Raises InputError for unusable annotations, features or settings.
     """
     cb = progress or TrainProgress()
@@ -193,7 +198,13 @@ def train(cfg: TrainConfig, annotations: str | Path, feature_dir: str | Path, ru
     feature_dir = Path(feature_dir)
     dev = torch.device(device) if isinstance(device, str) else device
     ann = read_annotations(annotations)
-    train_set, val_set, (dim_v, dim_a) = _prepare_data(cfg, ann, feature_dir, timebase)
+    named = feature_sets.feature_set(feature_set) if feature_set is not None else None
+    train_set, val_set, (dim_v, dim_a) = _prepare_data(cfg, ann, feature_dir,
+                                                       timebase or (named.timebase if named else None))
+    if named is not None and named.dims != (dim_v, dim_a):
+        raise InputError(f"--feature-set {named.name} is {named.dims[0]}-d / {named.dims[1]}-d features, "
+                         f"but those in {feature_dir} are {dim_v}-d / {dim_a}-d")
+    made_of = named or feature_sets.for_dims((dim_v, dim_a))
     skipped = {"train": list(train_set.missing), "validation": list(val_set.missing)}
 
     ckpt_path = Path(resume) if resume else run / "last.pth"
@@ -216,6 +227,8 @@ def train(cfg: TrainConfig, annotations: str | Path, feature_dir: str | Path, ru
         config=cfg.as_dict(), model_config=model_config(cfg, dim_v, dim_a, ann.num_classes),
         extractor=_extractor_info(train_set), annotations_sha256=ann.sha256,
         skipped_videos=len(train_set.missing), epochs=cfg.total_epochs, history=(), feature_norm=train_set.norm,
+        # absent means I3D + VGGish (as in every checkpoint before ONE-PEACE extraction)
+        feature_set=made_of.name if made_of is not None and made_of.name != feature_sets.DEFAULT else None,
         nulls=_RUN_NULLS)
     start_epoch, best, best_epoch = 0, None, None
     if state is not None:
