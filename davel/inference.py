@@ -23,7 +23,7 @@ from davel.detectors.base import PyramidDetector
 from davel.detectors.checkpoint import CheckpointInfo, load_checkpoint
 from davel.errors import InputError, WeightsError
 from davel.feature_norm import FeatureNorm
-from davel.labels import label_name
+from davel.labels import default_labels, label_name
 from davel.models import resolve_checkpoint
 from davel.postprocess import PostprocessConfig, candidates, nms_to_seconds
 from davel.windows import shift_candidates, window_starts
@@ -113,7 +113,8 @@ class Detector:
         self.name = name
         self.sha256 = sha256
         self.device = device
-        self.labels = list(labels) if labels is not None else (list(meta["labels"]) if meta.get("labels") else None)
+        self.labels = list(labels) if labels is not None else (list(meta["labels"]) if meta.get("labels")
+                                                               else default_labels(model.num_classes))
         try:
             self.timebase = TimeBase.from_dict(meta["timebase"]) if "timebase" in meta else I3D_VGGISH
         except (KeyError, TypeError, ValueError) as exc:
