@@ -25,7 +25,7 @@ from davel.detectors.base import PyramidDetector
 from davel.detectors.checkpoint import load_checkpoint
 from davel.errors import InputError, WeightsError
 from davel.feature_norm import FeatureNorm
-from davel.labels import label_name
+from davel.labels import default_labels, label_name
 from davel.models import resolve_checkpoint
 from davel.postprocess import PostprocessConfig, candidates, nms_to_seconds
 from davel.results import DetectionResult, Event  # re-exported: their home in 0.2.0
@@ -92,7 +92,8 @@ class Detector:
         self.kind = model.kind
         self.name = name
         self.sha256 = sha256
-        self.labels = None if labels is None else list(labels)
+        # no names of its own: a 100-class checkpoint gets the UnAV-100 names (davel/data)
+        self.labels = default_labels(model.num_classes) if labels is None else list(labels)
         self.timebase = timebase
         self.feature_norm = feature_norm
         self.extraction = extraction  # None: the checkpoint does not say (official ones)

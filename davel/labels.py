@@ -1,8 +1,17 @@
-"""Class names: from the UnAV-100 annotation JSON or a text file of names in id order."""
+"""Class names: from the UnAV-100 annotation JSON or a text file of names in id order, and
+the UnAV-100 names davel ships for checkpoints that carry none.
+
+Which names a detector uses, first found: ``--labels`` (``labels=``), the checkpoint's own
+``davel.labels`` (davel records the names of the data it trained on), then
+:func:`default_labels`: the UnAV-100 names for a 100-class checkpoint (the published UnAV and
+CCNet checkpoints carry no names), ``class_<id>`` otherwise.
+"""
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +58,30 @@ def _from_json(data: Any, p: Path) -> list[str]:
     if not pairs:
         raise InputError(f"{p}: no label -> label_id pairs found (expected the UnAV-100 annotation JSON)")
     return [pairs.get(i, f"class_{i}") for i in range(max(pairs) + 1)]
+
+
+UNAV100_NUM_CLASSES = 100
+
+
+@cache
+def _unav100() -> tuple[str, ...]:
+    text = resources.files("davel").joinpath("data", "unav100_classes.txt").read_text(encoding="utf8")
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if len(names) != UNAV100_NUM_CLASSES:
+        raise RuntimeError("davel/data/unav100_classes.txt is damaged: reinstall davel")
+    return names
+
+
+def unav100_labels() -> list[str]:
+    """The 100 UnAV-100 class names, indexed by the dataset's ``label_id`` (shipped with davel:
+    davel/data/README.md says where from)."""
+    return list(_unav100())
+
+
+def default_labels(num_classes: int) -> list[str] | None:
+    """Names for a checkpoint that carries none: the UnAV-100 names when it has 100 classes,
+    else None (events are then named ``class_<id>``)."""
+    return unav100_labels() if num_classes == UNAV100_NUM_CLASSES else None
 
 
 def label_name(names: Sequence[str] | None, label_id: int) -> str:

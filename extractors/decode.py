@@ -7,6 +7,42 @@ Rotation metadata is honoured like ffmpeg's autorotate. Pixels are converted
 to RGB by libswscale (PyAV's default), which matches the reference's decoder.
 The video stream is the one ffmpeg would pick (never cover art). A file that
 breaks off mid-stream keeps what decoded, with a warning saying how much.
+
+The filter is fed the timestamps the ffmpeg CLI gave it when the reference
+features were made (FFmpeg 4.3.1; its CLI code is the same in 5.1, against
+whose CLI this is checked), where those differ from what the FFmpeg in the
+PyAV wheel (8.x) gives a graph driven from Python:
+
+* End of stream. ``fps`` repeats the last frame up to the end-of-stream
+  timestamp, rounded onto the output grid. PyAV's buffer source puts it at the
+  last frame's ``pts + duration``; the CLI put it at the last frame's
+  timestamp plus its *packet* duration or, when the packet had none, plus one
+  frame at the decoder's frame rate (the bitstream's, else the stream's
+  average). The old mov/mp4 demuxer gave no packet durations to a stream with
+  composition offsets (a ``ctts`` table: B-frames), and gave the last sample
+  of other streams the stream's duration minus its dts. So on a B-frame mp4
+  the CLI did not hold the last frame for its duration (a 19.62 fps YouTube
+  video: 451 frames at 25 fps where PyAV's own end of stream gives 452). The
+  last decoded frame is held back and given the duration that puts the end
+  where the CLI put it.
+* Start. The CLI moves every timestamp by minus the container's start time
+  (its ``ts_offset``), which changes the rounding onto the output grid. The
+  start time is the one FFmpeg 5.1 reports; they differ for Matroska/WebM,
+  whose old demuxer started an audio track at its first packet, before the
+  encoder delay (Opus pre-skip, AAC priming) that newer ones skip.
+* Output sync. The CLI's default vsync for an mp4 (or raw) output is ``cfr``
+  when the input has more than one stream (``vscfr`` for a lone video
+  stream): the output then starts at 0, the first frame repeated up to its
+  own timestamp (a video track starting 80 ms after its audio gets two more
+  copies of its first frame at 25 fps).
+* AVI stores no presentation timestamps: frames are timed by their decode
+  timestamps, as the CLI's best-effort timestamp did.
+
+Checked frame by frame against Debian's ffmpeg 5.1 CLI on synthetic files
+(mp4, mov, mkv, webm, flv, ts, avi; B-frames, variable rates, long last
+frames, start offsets, with and without audio) at 25 and 16 fps. Known to
+differ still: H.264 with B-frames in AVI, and raw elementary streams (no
+timestamps at all: no frames come out).
 """
 from __future__ import annotations
 
@@ -84,24 +120,50 @@ def iter_frames(path: str | Path, fps: float = 25.0, max_frames: int | None = No
 
     Streams: memory does not grow with the video's length.
     """
+    for _, image in _iter_selected(path, fps, max_frames):
+        yield image
+
+
+def _iter_selected(path: str | Path, fps: float, max_frames: int | None
+                   ) -> Iterator[tuple[int, np.ndarray]]:
+    """``(pts, frame)`` pairs: the frames the ffmpeg CLI writes, each with its timestamp in
+    ``1/fps`` units (counted from the container's start, as the CLI counts it)."""
     container = open_container(path)
     try:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
-        graph = None
+        clock = _CliClock(container, stream, _cli_start_time(path, container))
+        # The CLI's default vsync is "cfr" for an input of several streams ("vscfr" for a
+        # lone video stream): its output then starts at 0, the first frame repeated up to
+        # its own timestamp.
+        lead = 0 if len(container.streams) > 1 else None
+        graph = held = broken = None
         produced = 0
-        broken = None
+
+        def ready() -> Iterator[tuple[int, np.ndarray]]:
+            nonlocal lead
+            for pts, image in _drain(graph):
+                if lead is not None:
+                    for k in range(lead, pts):
+                        yield k, image.copy()
+                    lead = None
+                yield pts, image
+
         try:
             for packet in container.demux(stream):
+                clock.see(packet)
                 for frame in packet.decode():
                     if graph is None:
                         graph = _build_graph(stream, frame, fps)
-                    graph.push(frame)
-                    for out in _drain(graph):
-                        yield out
-                        produced += 1
-                        if max_frames is not None and produced >= max_frames:
-                            return
+                    clock.shift(frame)
+                    if held is not None:  # not the last frame: its duration does not matter
+                        graph.push(held)
+                        for out in ready():
+                            yield out
+                            produced += 1
+                            if max_frames is not None and produced >= max_frames:
+                                return
+                    held = frame
         except av.error.FFmpegError as exc:
             # A broken tail after good frames: keep what decoded, like ffmpeg does,
             # unless nothing decoded at all.
@@ -110,8 +172,10 @@ def iter_frames(path: str | Path, fps: float = 25.0, max_frames: int | None = No
             broken = reason(exc)
         if graph is None:
             raise InputError(f"{path}: no video frame could be decoded")
-        graph.push(None)
-        for out in _drain(graph, eof=True):
+        clock.end_with(held)
+        graph.push(held)
+        graph.push(None)  # the buffer source puts EOF at the last frame's pts + duration
+        for out in ready():
             yield out
             produced += 1
             if max_frames is not None and produced >= max_frames:
@@ -121,6 +185,106 @@ def iter_frames(path: str | Path, fps: float = 25.0, max_frames: int | None = No
                         "the rest of the file is left out", path, produced / fps, produced, fps, broken)
     finally:
         container.close()
+
+
+_AV_TIME_BASE = Fraction(1, 1_000_000)
+
+
+def _rescale(value: int, src: Fraction, dst: Fraction) -> int:
+    """FFmpeg's ``av_rescale_q``: ``value`` in ``src`` units to ``dst`` units, rounded to the
+    nearest, halves away from zero."""
+    num = value * src.numerator * dst.denominator
+    den = src.denominator * dst.numerator
+    q, r = divmod(abs(num), den)
+    q += 2 * r >= den
+    return q if num >= 0 else -q
+
+
+_START_PACKETS = 1000  # packets read for the streams' first timestamps (FFmpeg's probe reads fewer)
+
+
+def _cli_start_time(path: str | Path, container: av.container.InputContainer) -> int:
+    """The container's start time (microseconds) as FFmpeg 4.3-5.1 reported it.
+
+    Their Matroska/WebM demuxer started an audio stream at its first packet, before the
+    encoder delay (Opus pre-skip, AAC priming) that newer ones skip: e.g. -7 ms for a WebM
+    with Opus where the FFmpeg in PyAV says 0. Elsewhere the two agree.
+    """
+    if "matroska" not in (container.format.name or "").split(","):
+        return container.start_time or 0
+    firsts: dict[int, int] = {}
+    with open_container(path) as probe_container:
+        wanted = [s for s in probe_container.streams if s.type in ("audio", "video")]
+        try:
+            for n, packet in enumerate(probe_container.demux(wanted)):
+                stream = packet.stream
+                if packet.pts is not None and stream.index not in firsts:
+                    firsts[stream.index] = _rescale(packet.pts, stream.time_base, _AV_TIME_BASE)
+                if len(firsts) == len(wanted) or n >= _START_PACKETS:
+                    break
+        except av.error.FFmpegError:
+            pass  # a damaged file: what was read (the decoder reports the damage)
+    return min(firsts.values(), default=container.start_time or 0)
+
+
+class _CliClock:
+    """Frame timestamps as the ffmpeg CLI of FFmpeg 4.3 to 5.1 gave them to its filter graph
+    (the module docstring says why).
+
+    :meth:`shift` moves a frame by minus the container's start time (the CLI's ``ts_offset``);
+    :meth:`end_with` sets the last frame's ``duration`` so that ``pts + duration`` is the end
+    of stream the CLI gave the filter.
+    """
+
+    def __init__(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                 start_time: int):
+        self._stream = stream
+        self._offset = -start_time  # microseconds
+        formats = (container.format.name or "").split(",")
+        self._mov = "mov" in formats
+        self._avi = "avi" in formats
+        self._ctts = False  # composition offsets seen (B-frames: pts != dts)
+        self._last_dts = None
+
+    def see(self, packet: av.Packet) -> None:
+        if packet.dts is not None:
+            self._last_dts = packet.dts
+            if packet.pts is not None and packet.pts != packet.dts:
+                self._ctts = True
+
+    def shift(self, frame: av.VideoFrame) -> None:
+        if self._avi and frame.dts is not None:
+            frame.pts = frame.dts  # AVI has no pts: FFmpeg 5.1 timed its frames by their dts
+        if frame.pts is not None and self._offset:
+            frame.pts += _rescale(self._offset, _AV_TIME_BASE, frame.time_base or self._stream.time_base)
+
+    def _packet_duration(self, frame: av.VideoFrame) -> int:
+        """The last frame's packet duration as FFmpeg 4.3-5.1 demuxed it (0: none)."""
+        if not self._mov:
+            return frame.duration or 0
+        if self._ctts:
+            return 0  # their mov demuxer set no duration where a ctts table gives the pts
+        # ... and gave the last sample the stream's duration minus its dts
+        if self._stream.duration is None or self._last_dts is None:
+            return 0
+        return max(0, self._stream.duration - self._last_dts)
+
+    def _frame_period_us(self) -> int:
+        """One frame at the decoder's frame rate (the stream's average rate unless the
+        decoder found one in the bitstream), in microseconds, as the CLI counted it."""
+        rate = self._stream.codec_context.framerate or self._stream.average_rate
+        if not rate:
+            return 0
+        return (1_000_000 * rate.denominator) // rate.numerator
+
+    def end_with(self, frame: av.VideoFrame) -> None:
+        if frame.pts is None:
+            return
+        tb = frame.time_base or self._stream.time_base
+        end = _rescale(frame.pts, tb, _AV_TIME_BASE)
+        duration = self._packet_duration(frame)
+        end += _rescale(duration, tb, _AV_TIME_BASE) if duration > 0 else self._frame_period_us()
+        frame.duration = _rescale(end, _AV_TIME_BASE, tb) - frame.pts
 
 
 def _build_graph(stream, first_frame: av.VideoFrame, fps: float) -> av.filter.Graph:
@@ -141,7 +305,7 @@ def _build_graph(stream, first_frame: av.VideoFrame, fps: float) -> av.filter.Gr
     return graph
 
 
-def _drain(graph: av.filter.Graph, eof: bool = False) -> Iterator[np.ndarray]:
+def _drain(graph: av.filter.Graph) -> Iterator[tuple[int, np.ndarray]]:
     while True:
         try:
             frame = graph.pull()
@@ -149,7 +313,7 @@ def _drain(graph: av.filter.Graph, eof: bool = False) -> Iterator[np.ndarray]:
             return
         except av.error.EOFError:
             return
-        yield frame.to_ndarray(format="rgb24")
+        yield frame.pts, frame.to_ndarray(format="rgb24")
 
 
 def resize_short_side(frame: np.ndarray, short: int = 256) -> np.ndarray:

@@ -133,3 +133,39 @@ def write_video(path: Path, n: int, fps: float = 25, durations_ms: list[int] | N
             c.mux(p)
     c.close()
     return Path(path)
+
+
+def write_timed_video(path: Path, durations: list[int], time_base: Fraction = Fraction(1, 1000),
+                      start: int = 0, bframes: int = 0, audio: bool = False,
+                      size: tuple[int, int] = (64, 48), fmt: str | None = None) -> Path:
+    """Index frames (H.264) whose timestamps start at ``start`` and whose packets carry the
+    given ``durations`` (both in ``time_base`` units), so the last frame can be long;
+    ``bframes`` > 0 gives composition offsets (an mp4 ``ctts`` table); ``audio``: a silent AAC
+    track starting at 0 (a second stream)."""
+    c = av.open(str(path), "w", format=fmt)
+    s = c.add_stream("libx264", rate=25)
+    s.width, s.height, s.pix_fmt = *size, "yuv420p"
+    s.options = {"crf": "12", "preset": "ultrafast", "bf": str(bframes)}
+    s.codec_context.time_base = time_base
+    a = None
+    if audio:
+        a = c.add_stream("aac", rate=44100)
+        a.layout = "mono"
+    pts = [start + sum(durations[:i]) for i in range(len(durations))]
+    duration_of = dict(zip(pts, durations))
+
+    def mux(packets):
+        for p in packets:
+            p.duration = duration_of[p.pts]
+            c.mux(p)
+
+    for i, t in enumerate(pts):
+        frame = av.VideoFrame.from_ndarray(index_frame(i, *size), format="rgb24")
+        frame.pts, frame.time_base = t, time_base
+        mux(s.encode(frame))
+    mux(s.encode())
+    if a is not None:
+        end = float((pts[-1] + durations[-1]) * time_base)
+        encode_silence(c, a, int(end * 44100) // 1024)
+    c.close()
+    return Path(path)

@@ -12,6 +12,8 @@ import torch
 from typer.testing import CliRunner
 
 from davel.cli import app
+from davel.detectors.unav import UnAVDetector
+from davel.labels import unav100_labels
 from weights.standin import standin_state_dict
 from weights.standin_files import official_checkpoint
 
@@ -51,6 +53,7 @@ def test_detect_features_equals_original(kind, T, checkpoints, fixtures, tmp_pat
     assert out["video"] == "vid" and out["model"] == kind and out["duration"] == pytest.approx(float(ref["duration"]))
     assert out["checkpoint"]["name"] == checkpoints[kind].name and len(out["checkpoint"]["sha256"]) == 64
     worst = assert_same_events(out["events"], (ref["segments_sec"], ref["scores"], ref["labels"]))
+    assert all(e["label"] == unav100_labels()[e["label_id"]] for e in out["events"])  # no --labels
     report(f"detect_features[{kind}-{T}]", "max_abs_seconds", worst[0])
     report(f"detect_features[{kind}-{T}]", "max_abs_score", worst[1])
 
@@ -85,10 +88,25 @@ def test_every_output_format(fmt, checkpoints, feature_dir, tmp_path):
         assert len(json.loads(text)["events"]) == 5
     elif fmt == "csv":
         assert text.splitlines()[0] == "video,label,label_id,start,end,score" and len(text.splitlines()) == 6
-    elif fmt == "srt":
-        assert text.startswith("1\n00:00:") and " --> " in text and "class_" in text
+    elif fmt == "srt":  # the published checkpoints' 100 classes are named UnAV-100's way
+        assert text.startswith("1\n00:00:") and " --> " in text
+        assert any(name in text for name in unav100_labels())
     else:
         assert text.startswith("WEBVTT\n\n00:00:")
+    assert "no class names" not in res.stderr
+
+
+def test_a_checkpoint_without_names_labels_events_class_id_and_says_so(feature_dir, tmp_path):
+    # neither names of its own nor 100 classes (the UnAV-100 names are for those)
+    torch.manual_seed(0)
+    m = UnAVDetector(embd_dim=32, head_dim=32, num_classes=4, dependency_dim=16)
+    path = tmp_path / "unnamed.pth"
+    torch.save({"state_dict_ema": {f"module.{k}": v for k, v in m.state_dict().items()}}, path)
+    out = tmp_path / "events.srt"
+    res = runner.invoke(app, ["detect", "--features", str(feature_dir / "a"), "--checkpoint", str(path),
+                              "-o", str(out), "--top-k", "5", "--min-score", "0"])
+    assert res.exit_code == 0, res.output
+    assert "class_" in out.read_text()
     assert "no class names" in res.stderr  # the warning says how to get real names
 
 

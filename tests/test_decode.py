@@ -5,14 +5,16 @@ timestamp arithmetic, pixels come from integer decoders and PIL's fixed-point
 resize: bit-exact for the FFmpeg-in-PyAV and Pillow versions the fixtures were
 made with (tests/constraints.txt pins them for CI).
 """
+from fractions import Fraction
+
 import av
 import numpy as np
 import pytest
 
 from davel.errors import InputError
-from extractors.decode import iter_frames, probe, resize_short_side
+from extractors.decode import _iter_selected, iter_frames, probe, resize_short_side
 
-from media_files import index_frame, read_index, write_video, write_with_cover_art
+from media_files import index_frame, read_index, write_timed_video, write_video, write_with_cover_art
 
 # Source frame chosen for each 25 fps output frame by `ffmpeg -i X -filter:v fps=fps=25`
 # (ffmpeg 5.1), measured on the files these tests write.
@@ -22,6 +24,58 @@ FFMPEG_30FPS = [0, 1, 2, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18, 19, 20, 
 FFMPEG_VFR = [0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 21, 21, 23, 24, 25, 26, 27,
               28, 29, 30, 31, 33, 34, 35, 36, 37, 38, 39, 41, 41, 43, 44, 45, 46, 47, 49, 49, 51, 52, 53,
               54, 55, 56, 57, 58]
+
+# What the ffmpeg 5.1 CLI writes for the timed files below (Debian bookworm's ffmpeg 5.1.9:
+# `ffmpeg -i X -filter:v fps=fps=R out.mp4`, out.mp4's frames read back with PyAV, source index
+# from the pixels): the source frame of each output frame. Their timestamps were 0, 1/R, 2/R, ...
+# in every case. In brackets: what the FFmpeg inside PyAV gives on its own (8.1, EOF at the last
+# frame's pts + duration, timestamps as the container has them).
+CLI_TIMED = {
+    # 22 frames at 19.62 fps (a YouTube-like rate), B-frames, an AAC track: the mp4 demuxer of
+    # FFmpeg <= 7.0 gave those packets no duration, so the CLI's EOF came 1/19620 s after the
+    # last frame's start and that frame is never shown [28 and 18 frames, ending on frame 21]
+    ("b_1962", 25): [0, 1, 1, 2, 3, 4, 5, 5, 6, 7, 8, 9, 9, 10, 11, 12, 12, 13, 14, 15, 16, 16,
+                     17, 18, 19, 20, 20],
+    ("b_1962", 16): [0, 1, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 19, 20],
+    # 20 frames of 40 ms and a last one of 500 ms: held for 500 ms where its packet has the
+    # duration (no B-frames) ...
+    ("long_last", 25): list(range(21)) + [20] * 12,
+    ("long_last", 16): [0, 2, 3, 5, 7, 8, 10, 11, 13, 14, 16, 17, 19] + [20] * 8,
+    # ... and not at all with B-frames [21 and 13 frames]
+    ("long_last_b", 25): list(range(20)),
+    ("long_last_b", 16): [0, 2, 3, 5, 7, 8, 10, 11, 13, 14, 16, 17, 19],
+    # 30 frames of 40 ms from 80 ms, with an AAC track from 0: the CLI's output (vsync cfr, its
+    # default for an input of several streams) starts at 0 with the first frame repeated
+    # [29 and 19 frames]
+    ("late_with_audio", 25): [0, 0, 0] + list(range(1, 29)),
+    ("late_with_audio", 16): [0, 0, 1, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 19, 20, 22, 23, 25, 26, 28],
+    # ... alone, counted from the container's start (80 ms) [29 frames; 19 from other frames]
+    ("late_alone", 25): list(range(29)),
+    ("late_alone", 16): [0, 2, 3, 5, 7, 8, 10, 11, 13, 14, 16, 17, 19, 21, 22, 24, 25, 27, 28],
+    # ... in Matroska, whose AAC track FFmpeg 5.1 started at -23 ms (its first packet, before
+    # the encoder delay that newer FFmpeg skips) [30 and 19 frames]
+    ("late_with_audio_mkv", 25): [0, 0, 0] + list(range(30)),
+    ("late_with_audio_mkv", 16): [1, 1, 1, 2, 4, 6, 7, 9, 10, 12, 13, 15, 16, 18, 20, 21, 23, 24, 26,
+                                  27, 29],
+}
+TIMED_FILES = {
+    "b_1962": dict(durations=[1000] * 22, time_base=Fraction(1, 19620), bframes=3, audio=True),
+    "long_last": dict(durations=[40] * 20 + [500]),
+    "long_last_b": dict(durations=[40] * 20 + [500], bframes=3),
+    "late_with_audio": dict(durations=[40] * 30, start=80, audio=True),
+    "late_alone": dict(durations=[40] * 30, start=80),
+    "late_with_audio_mkv": dict(durations=[40] * 30, start=80, audio=True, fmt="matroska"),
+}
+
+
+@pytest.mark.parametrize("name, fps", sorted(CLI_TIMED))
+def test_frames_and_timestamps_are_those_of_the_ffmpeg_5_1_cli(tmp_path, name, fps):
+    spec = TIMED_FILES[name]
+    path = write_timed_video(tmp_path / f"{name}.{'mkv' if spec.get('fmt') else 'mp4'}", **spec)
+    got = list(_iter_selected(path, fps, None))
+    assert [read_index(f) for _, f in got] == CLI_TIMED[name, fps]
+    assert [pts for pts, _ in got] == list(range(len(CLI_TIMED[name, fps])))
+    assert len(list(iter_frames(path, fps=fps))) == len(got)
 
 
 def test_30fps_source_gives_ffmpeg_frames(tmp_path):
