@@ -54,6 +54,25 @@ def decoded_duration(container_duration: float | None, frames: int, fps: float, 
     return container_duration
 
 
+def video_feature_meta(extractor: Any, path: str | Path, info: decode.VideoInfo, *, steps: int,
+                       audio_steps: int, duration: float, audio_seconds: float | None,
+                       frames: int) -> FeatureMeta:
+    """The sidecar of one extracted video, for any feature set's extractor (its
+    ``settings_key``, ``settings``, ``files``, ``device``, ``feature_set``); warns first
+    when much less audio decoded than the container says."""
+    short = info.duration and info.duration - max(1.0, 0.1 * info.duration)
+    if audio_seconds is not None and short and audio_seconds < short:
+        log.warning("%s: only %.2f s of audio decode (the container says %.2f s)",
+                    path, audio_seconds, info.duration)
+    return FeatureMeta(video=str(path), settings_key=extractor.settings_key, settings=extractor.settings.record(),
+                       weights={role: p.name for role, p in extractor.files.items()},
+                       steps=int(steps), audio_steps=int(audio_steps), duration=duration,
+                       container_duration=info.duration, frames=frames,
+                       source_fps=info.source_fps, size=(info.width, info.height),
+                       device=str(extractor.device), feature_set=extractor.feature_set,
+                       nulls=frozenset({"container_duration"}))  # null: the container says nothing
+
+
 class FeatureExtractor:
     """Loads RAFT, I3D (rgb, flow) and VGGish once; ``extract(path)`` per video.
 
@@ -152,16 +171,7 @@ class FeatureExtractor:
             if self.tune_allocator:
                 memory.release_free_memory()  # what the visual pass freed, before the audio is read
             emb, audio_seconds = self._audio(path, duration, len(rgb), vggish, pca)
-            short = info.duration and info.duration - max(1.0, 0.1 * info.duration)
-            if audio_seconds is not None and short and audio_seconds < short:
-                log.warning("%s: only %.2f s of audio decode (the container says %.2f s)",
-                            path, audio_seconds, info.duration)
-        meta = FeatureMeta(video=str(path), settings_key=self.settings_key, settings=self.settings.record(),
-                           weights={role: p.name for role, p in self.files.items()},
-                           steps=int(len(rgb)), audio_steps=int(len(emb)), duration=duration,
-                           container_duration=info.duration, frames=count[0],
-                           source_fps=info.source_fps, size=(info.width, info.height),
-                           device=str(self.device), feature_set=self.feature_set,
-                           nulls=frozenset({"container_duration"}))  # null: the container says nothing
+        meta = video_feature_meta(self, path, info, steps=len(rgb), audio_steps=len(emb), duration=duration,
+                                  audio_seconds=audio_seconds, frames=count[0])
         return Features(rgb=rgb.astype(np.float32), flow=flow.astype(np.float32),
                         vggish=emb.astype(np.float32), meta=meta)

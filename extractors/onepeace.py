@@ -44,7 +44,7 @@ import torch
 from extractors import audio as audio_io
 from extractors import decode, onepeace_audio
 from extractors.devices import resolve_device, strict_fp32
-from extractors.feature_files import FeatureMeta, Features
+from extractors.feature_files import Features
 from extractors.onepeace_video import OnePeaceVideoEncoder, preprocess_frames
 from extractors.onepeace_windows import (
     AUDIO_HOP,
@@ -219,7 +219,8 @@ class OnePeaceExtractor:
         def encode_audio(x: torch.Tensor) -> torch.Tensor:
             return audio(x.to(self.device, dtype))
 
-        from extractors.extract import decoded_duration  # the one rule for the duration
+        # one rule for the duration and the sidecar, whatever the feature set
+        from extractors.extract import decoded_duration, video_feature_meta
 
         with strict_fp32():
             visual = visual_rows(frames(), transform, encode_clips, per_batch=self.windows_per_batch,
@@ -242,16 +243,7 @@ class OnePeaceExtractor:
             if len(aud) == 0:
                 raise InputError(f"{path}: less than 1 s of audio decodes: a ONE-PEACE audio row "
                                  f"needs 1 s")
-        short = info.duration and info.duration - max(1.0, 0.1 * info.duration)
-        if audio_seconds is not None and short and audio_seconds < short:
-            log.warning("%s: only %.2f s of audio decode (the container says %.2f s)",
-                        path, audio_seconds, info.duration)
-        meta = FeatureMeta(video=str(path), settings_key=self.settings_key, settings=self.settings.record(),
-                           weights={role: p.name for role, p in self.files.items()},
-                           steps=int(len(visual)), audio_steps=int(len(aud)), duration=duration,
-                           container_duration=info.duration, frames=count[0],
-                           source_fps=info.source_fps, size=(info.width, info.height),
-                           device=str(self.device), feature_set=FEATURE_SET,
-                           nulls=frozenset({"container_duration"}))
+        meta = video_feature_meta(self, path, info, steps=len(visual), audio_steps=len(aud), duration=duration,
+                                  audio_seconds=audio_seconds, frames=count[0])
         return Features(rgb=visual.astype(np.float32), flow=np.zeros((len(visual), 0), np.float32),
                         vggish=aud.astype(np.float32), meta=meta)

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from extractors.onepeace_layers import GeGLU
 from weights import store
 from weights.errors import InputError, WeightsError
 
@@ -279,18 +280,6 @@ class SharedAttention(nn.Module):
         probs = torch.softmax(weights, -1, dtype=torch.float32).type_as(weights)
         out = (probs @ heads(self.v_proj(x))).transpose(1, 2).reshape(b, n, d)
         return self.out_proj(self.ln(out))
-
-
-class GeGLU(nn.Module):
-    """``[.., D] -> [.., F]``: ``GELU(wi_0 x) * wi_1 x`` (no biases)."""
-
-    def __init__(self, dim: int, ffn_dim: int):
-        super().__init__()
-        self.wi_0 = nn.Linear(dim, ffn_dim, bias=False)
-        self.wi_1 = nn.Linear(dim, ffn_dim, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.gelu(self.wi_0(x)) * self.wi_1(x)
 
 
 class Layer(nn.Module):

@@ -69,6 +69,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from extractors.onepeace_layers import GeGLU
 from weights import store
 from weights.errors import WeightsError
 
@@ -126,18 +127,6 @@ class LayerNorm2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layer_norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-class GeGLU(nn.Module):
-    """``gelu(wi_0 x) * wi_1 x``: [..., D] -> [..., F] (no biases)."""
-
-    def __init__(self, dim: int, ffn_dim: int):
-        super().__init__()
-        self.wi_0 = nn.Linear(dim, ffn_dim, bias=False)
-        self.wi_1 = nn.Linear(dim, ffn_dim, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.gelu(self.wi_0(x)) * self.wi_1(x)
 
 
 class ImageAdapter(nn.Module):
