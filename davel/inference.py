@@ -180,7 +180,7 @@ class Detector:
                             "(short side %d, crop %d, flow %s, RAFT iterations %d)", self.name,
                             settings.short_side, settings.crop, "on" if settings.flow else "off",
                             settings.raft_iterations)
-            self._cache = FeatureCache(self.weights_dir, str(self.device), settings, feature_set=fs.name)
+            self._cache = FeatureCache(self.weights_dir, str(self.device), settings)
         return self._cache
 
     def detect_features(self, feats: Features, *, name: str = "", duration: float | None = None,

@@ -19,6 +19,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from extractors import feature_files, feature_sets
 from extractors.extract import ExtractionSettings, FeatureExtractor
@@ -27,8 +28,10 @@ from weights import store
 from weights.atomic import file_lock
 from weights.errors import DavelError, InputError
 
+if TYPE_CHECKING:
+    from extractors.onepeace import OnePeaceSettings
+
 log = logging.getLogger(__name__)
-DEFAULT_SET = feature_sets.DEFAULT
 
 DEFAULT_MAX_GB = 20.0
 
@@ -142,13 +145,14 @@ class FeatureCache:
     """
 
     def __init__(self, weights_dir: str | Path | None = None, device: str = "auto",
-                 settings: ExtractionSettings | None = None, root: str | Path | None = None,
+                 settings: ExtractionSettings | OnePeaceSettings | None = None, root: str | Path | None = None,
                  max_bytes: int | None = None, extractor: FeatureExtractor | None = None,
-                 tune_allocator: bool = True, feature_set: str = DEFAULT_SET):
+                 tune_allocator: bool = True):
         self.dir = CacheDir(root, max_bytes)
-        self.extractor = extractor or feature_sets.feature_set(feature_set).extractor(
-            weights_dir, device, settings, tune_allocator=tune_allocator)
-        self.feature_set = getattr(self.extractor, "feature_set", DEFAULT_SET)
+        # the settings say which feature set (ExtractionSettings: I3D + VGGish; OnePeaceSettings)
+        fs = feature_sets.feature_set(getattr(settings, "feature_set", feature_sets.DEFAULT))
+        self.extractor = extractor or fs.extractor(weights_dir, device, settings, tune_allocator=tune_allocator)
+        self.feature_set = getattr(self.extractor, "feature_set", fs.name)
 
     def entries(self) -> list[CacheEntry]:
         return self.dir.entries()

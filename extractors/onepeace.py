@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -74,6 +74,7 @@ class OnePeaceSettings:
     only the arithmetic precision is a choice (D7)."""
 
     precision: str = "fp32"
+    feature_set: ClassVar[str] = FEATURE_SET
 
     @property
     def timebase(self) -> TimeBase:

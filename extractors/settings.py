@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from extractors.timebase import I3D_VGGISH, TimeBase
 from weights.errors import InputError
@@ -23,6 +23,8 @@ class ExtractionSettings:
     The time base is not a setting: it is I3D + VGGish's (25 fps, a row every 8
     frames over 24), which both streams and every detector assume.
     """
+
+    feature_set: ClassVar[str] = "i3d-vggish"  # extractors.feature_sets
 
     vggish_pca: bool = False
     flow: bool = True
