@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import pickle
 import types
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -89,14 +90,18 @@ def load_inert(path: str | Path) -> tuple[Any, list[str]]:
     path = Path(path)
     _InertUnpickler.replaced = set()
     try:
-        try:
-            obj = torch.load(path, map_location="cpu", mmap=True, weights_only=False,
-                             pickle_module=_inert_module())
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            log.warning("%s is in torch's legacy format: read into memory, not memory-mapped", path)
-            obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_inert_module())
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError as exc:
+        raise WeightsError(f"{path} cannot be read ({exc.strerror or exc})") from exc
+    zipped = zipfile.is_zipfile(path)
+    if not zipped and head[:1] != b"\x80":  # neither torch's zip format nor a legacy pickle
+        raise WeightsError(f"{path} is not a readable torch checkpoint (neither a zip archive nor a pickle)")
+    if not zipped:
+        log.warning("%s is in torch's legacy format: read into memory, not memory-mapped", path)
+    try:
+        obj = torch.load(path, map_location="cpu", mmap=zipped, weights_only=False,
+                         pickle_module=_inert_module())
     except Exception as exc:  # torch raises assorted types on files it cannot read
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"{path} is not a readable torch checkpoint ({first})") from exc
