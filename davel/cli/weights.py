@@ -116,7 +116,7 @@ def weights_import(
     labels: Optional[Path] = typer.Option(None, "--labels", help="Annotation JSON or text file of class names."),
     origin: str = typer.Option("", "--origin", help="Where the checkpoint came from (kept with it)."),
 ) -> None:
-    """Store a detector checkpoint under a name, or convert a ONE-PEACE file.
+    """Store a detector checkpoint, or convert a ONE-PEACE file.
 
     A detector checkpoint is stored with its class names and time base. An official
     ONE-PEACE file (onepeace_video_k400.pth, one-peace.pt) you already have is
