@@ -172,7 +172,7 @@ def _iter_selected(path: str | Path, fps: float, max_frames: int | None
             broken = reason(exc)
         if graph is None:
             raise InputError(f"{path}: no video frame could be decoded")
-        clock.end_with(held)
+        clock.end_with(held, complete=broken is None and clock.read_to_the_end)
         graph.push(held)
         graph.push(None)  # the buffer source puts EOF at the last frame's pts + duration
         for out in ready():
@@ -245,8 +245,16 @@ class _CliClock:
         self._avi = "avi" in formats
         self._ctts = False  # composition offsets seen (B-frames: pts != dts)
         self._last_dts = None
+        self._packets = 0
+
+    @property
+    def read_to_the_end(self) -> bool:
+        """Every sample the index lists was read (a cut-off file's index lists more)."""
+        return not self._stream.frames or self._packets >= self._stream.frames
 
     def see(self, packet: av.Packet) -> None:
+        if packet.size:
+            self._packets += 1
         if packet.dts is not None:
             self._last_dts = packet.dts
             if packet.pts is not None and packet.pts != packet.dts:
@@ -258,12 +266,15 @@ class _CliClock:
         if frame.pts is not None and self._offset:
             frame.pts += _rescale(self._offset, _AV_TIME_BASE, frame.time_base or self._stream.time_base)
 
-    def _packet_duration(self, frame: av.VideoFrame) -> int:
-        """The last frame's packet duration as FFmpeg 4.3-5.1 demuxed it (0: none)."""
+    def _packet_duration(self, frame: av.VideoFrame, complete: bool) -> int:
+        """The last frame's packet duration as FFmpeg 4.3-5.1 demuxed it (0: none).
+        ``complete``: the stream was read to its end (not cut off by damage)."""
         if not self._mov:
             return frame.duration or 0
         if self._ctts:
             return 0  # their mov demuxer set no duration where a ctts table gives the pts
+        if not complete:  # a damaged file's last readable sample is not the index's last
+            return frame.duration or 0
         # ... and gave the last sample the stream's duration minus its dts
         if self._stream.duration is None or self._last_dts is None:
             return 0
@@ -277,12 +288,12 @@ class _CliClock:
             return 0
         return (1_000_000 * rate.denominator) // rate.numerator
 
-    def end_with(self, frame: av.VideoFrame) -> None:
+    def end_with(self, frame: av.VideoFrame, complete: bool = True) -> None:
         if frame.pts is None:
             return
         tb = frame.time_base or self._stream.time_base
         end = _rescale(frame.pts, tb, _AV_TIME_BASE)
-        duration = self._packet_duration(frame)
+        duration = self._packet_duration(frame, complete)
         end += _rescale(duration, tb, _AV_TIME_BASE) if duration > 0 else self._frame_period_us()
         frame.duration = _rescale(end, _AV_TIME_BASE, tb) - frame.pts
 
