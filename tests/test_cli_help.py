@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import click
 import pytest
+import typer
 from typer.main import get_command
 
 from davel.cli import app
@@ -25,16 +25,16 @@ WIDTH = 80  # a standard terminal
 GROUPS = [(), ("weights",), ("cache",)]
 
 
-def commands_of(path: tuple[str, ...]) -> dict[str, click.Command]:
+def commands_of(path: tuple[str, ...]) -> dict:
     """The commands a group lists, in its order (``train`` is built when looked up)."""
     group = get_command(app)
     for name in path:
         group = group.commands[name]
-    ctx = click.Context(group)
+    ctx = typer.Context(group)
     return {name: group.get_command(ctx, name) for name in group.list_commands(ctx)}
 
 
-def summary_of(command: click.Command) -> str:
+def summary_of(command) -> str:
     """What the list should show: the command's own first paragraph, on one line."""
     text = command.short_help or command.help or ""
     return " ".join(inspect.cleandoc(text).split("\n\n")[0].split())
@@ -85,3 +85,16 @@ def test_every_command_summary_is_one_whole_line(path, rich):
         assert len(lines) == 1, f"{name}: its summary takes {len(lines)} lines: {lines}"
         assert lines[0] == expected, f"{name}: shown {lines[0]!r}, its docstring says {expected!r}"
         assert not lines[0].endswith(("...", "…")) and lines[0].endswith((".", ")")), lines[0]
+
+
+def test_the_command_line_needs_no_click_of_its_own():
+    """typer vendors click: a plain `pip install .` has no click package (the test extras
+    bring one), so davel must not import it."""
+    code = ("import sys; sys.modules['click'] = None\n"
+            "from davel.cli import main\n"
+            "sys.argv = ['davel', 'train', '--help']\n"
+            "main()\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "--attention" in res.stdout

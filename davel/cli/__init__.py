@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 import sys
 
-import click
+from typing import Any
+
 import typer
 from typer.core import TyperGroup
 
@@ -21,13 +22,13 @@ class _Commands(TyperGroup):
     the detector registry (each kind's options), which imports torch, and every other
     command must start without it (bad inputs are told before any model loads)."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: typer.Context) -> list[str]:
         names = super().list_commands(ctx)
         if "train" not in names:
             names.insert(names.index("weights") + 1, "train")
         return names
 
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+    def get_command(self, ctx: typer.Context, name: str) -> Any:
         if name == "train" and "train" not in self.commands:
             from davel.cli.train import train_command_for
 
