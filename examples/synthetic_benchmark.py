@@ -10,7 +10,7 @@ only the audio-visual events; the distractors are kept in each video's
 
 Then, with the ``davel`` command line only:
 
-1. ``davel weights standin --no-detectors``: deterministic random extractor
+1. ``davel weights standin --no-detectors --no-one-peace``: deterministic random extractor
    weights (no downloads);
 2. ``davel extract`` with small, NON-standard sizes (frames 128 px high, a
    small centre crop, no optical flow) so a CPU does it in minutes;
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     weights = work / "weights"
     if not (weights / "i3d_rgb.pt").is_file():
-        davel("weights", "standin", "--no-detectors", "--weights-dir", str(weights))
+        davel("weights", "standin", "--no-detectors", "--no-one-peace", "--weights-dir", str(weights))
     t = time.perf_counter()
     features = work / "features"
     davel("extract", "--dir", str(work / "videos"), "-o", str(features), "--weights-dir", str(weights),
