@@ -15,7 +15,7 @@ import traceback
 
 from weights.errors import DavelError, InputError, OutputError, WeightsError
 
-__all__ = ["DavelError", "InputError", "OutputError", "WeightsError", "EvaluationError",
+__all__ = ["DavelError", "InputError", "OutputError", "WeightsError", "EvaluationError", "BatchError",
            "LIBRARY_LOGGERS", "one_line"]
 
 LIBRARY_LOGGERS = ("davel", "extractors", "weights")
@@ -23,6 +23,11 @@ LIBRARY_LOGGERS = ("davel", "extractors", "weights")
 
 class EvaluationError(DavelError):
     """Ground truth or predictions cannot be read for evaluation."""
+
+
+class BatchError(DavelError):
+    """A batch's engine itself cannot go on (its workers cannot load the models, the
+    cluster is gone): exit 2, and what was written stays valid."""
 
 
 def one_line(exc: BaseException) -> str:

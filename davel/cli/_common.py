@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NoReturn, Optional
 
 import typer
 
-from davel.errors import LIBRARY_LOGGERS, DavelError, one_line
+from davel.errors import LIBRARY_LOGGERS, BatchError, DavelError, one_line
 from extractors.media import VIDEO_SUFFIXES
 
 if TYPE_CHECKING:
@@ -68,6 +68,8 @@ def user_errors(fn: Callable) -> Callable:
             raise
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except BatchError as exc:  # the engine itself, not an input: what was written stays valid
+            fail(one_line(exc), 2)
         except Exception as exc:  # noqa: BLE001 - last line of defence: never a traceback
             fail(one_line(exc))
 
@@ -81,9 +83,18 @@ REPORT_HELP = "Write one JSON line per input (path, status, reason, seconds, T, 
 SHARD_HELP = "Take only shard K of N (1 <= K <= N) of the inputs, split by a hash of their names."
 
 
-def batch_settings(timeout: float, shard: Optional[str]) -> tuple[float | None, tuple[int, int] | None]:
-    """``--timeout`` and ``--shard`` checked (exit 2 when wrong)."""
-    from davel.batch.runner import parse_shard
+RAY_HELP = ("Run on a Ray cluster: local (this machine's CPUs and GPUs), auto (the cluster "
+            "`ray start` made) or HOST:PORT. Needs `pip install 'davel[ray]'`.")
+ACTORS_HELP = "With --ray: workers per GPU (2 lets one decode while the other computes)."
+CPUS_HELP = "With --ray: CPUs each worker asks for (default: min(4, (CPUs - 1) / workers))."
+
+
+def batch_settings(timeout: float, shard: Optional[str], report: Optional[Path] = None, quiet: bool = False,
+                   ray: Optional[str] = None, actors_per_gpu: int = 1,
+                   cpus_per_actor: Optional[float] = None):
+    """``--timeout``, ``--shard`` and the engine options checked (exit 2 when wrong), as
+    :class:`davel.batch.runner.BatchOptions`."""
+    from davel.batch.runner import BatchOptions, parse_shard
 
     if timeout < 0:
         fail("--timeout must be positive (or 0: no limit)", 2)
@@ -93,7 +104,24 @@ def batch_settings(timeout: float, shard: Optional[str]) -> tuple[float | None, 
             parsed = parse_shard(shard)
         except ValueError as exc:
             fail(str(exc), 2)
-    return (timeout or None), parsed
+    if ray is None and (actors_per_gpu != 1 or cpus_per_actor is not None):
+        fail("--actors-per-gpu and --cpus-per-actor go with --ray", 2)
+    if actors_per_gpu < 1:
+        fail("--actors-per-gpu must be at least 1", 2)
+    if cpus_per_actor is not None and cpus_per_actor <= 0:
+        fail("--cpus-per-actor must be positive", 2)
+    if ray is not None:
+        from davel.batch.ray_engine import check_address, ray_missing
+
+        missing = ray_missing()
+        if missing:
+            fail(missing, 2)
+        try:
+            check_address(ray)
+        except ValueError as exc:
+            fail(str(exc), 2)
+    return BatchOptions(timeout=timeout or None, report=report, shard=parsed, quiet=quiet, ray=ray,
+                        actors_per_gpu=actors_per_gpu, cpus_per_actor=cpus_per_actor)
 
 
 def report_failure(record: Record) -> None:
@@ -118,10 +146,9 @@ def output_folder(path: Path) -> Path:
 
 def progress_bar(total: int | None, desc: str, quiet: bool, unit: str = "win"):
     """A tqdm bar on stderr, shown only on a terminal."""
-    from tqdm import tqdm
+    from davel.batch.engines import progress_bar as bar
 
-    return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr,
-                disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True)
+    return bar(total, desc, quiet, unit)
 
 
 def gather_videos(videos: list[Path], directory: Optional[Path], recursive: bool,

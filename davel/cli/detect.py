@@ -8,6 +8,9 @@ from typing import Optional
 import typer
 
 from davel.cli._common import (
+    ACTORS_HELP,
+    CPUS_HELP,
+    RAY_HELP,
     REPORT_HELP,
     SHARD_HELP,
     TIMEOUT_HELP,
@@ -38,6 +41,9 @@ def detect_command(
     report: Optional[Path] = typer.Option(None, "--report", metavar="FILE", help=REPORT_HELP),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help=SHARD_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="With -o FOLDER: redo inputs whose output exists."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help=RAY_HELP),
+    actors_per_gpu: int = typer.Option(1, "--actors-per-gpu", metavar="K", help=ACTORS_HELP),
+    cpus_per_actor: Optional[float] = typer.Option(None, "--cpus-per-actor", metavar="C", help=CPUS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Find audio-visual events: what, when, how sure.
@@ -47,11 +53,11 @@ def detect_command(
     cannot be written), 130 interrupted (Ctrl-C).
     """
     from davel import outputs
-    from davel.batch.runner import in_shard, precheck, run_batch, write_report
+    from davel.batch.runner import drive
     from davel.batch.tasks import DetectTask, Item
     from davel.errors import DavelError
 
-    timeout_s, shard_spec = batch_settings(timeout, shard)
+    options = batch_settings(timeout, shard, report, quiet, ray, actors_per_gpu, cpus_per_actor)
     items = [Item(str(p)) for p in (videos or [])] + [Item(f, "features") for f in (features or [])]
     if not items:
         fail("nothing to detect: pass video files or --features DIR/STEM", 2)
@@ -76,31 +82,35 @@ def detect_command(
             plots = {path: (kind, target) for (kind, path), target in targets.items()}
     except DavelError as exc:
         fail(f"--plot: {exc}", 2)
-    items = [item for item in items if in_shard(item, shard_spec)]
-    # missing or unreadable inputs are told before the detector (or torch) is loaded
-    items, failed = precheck(items)
-    for record in failed:
-        report_failure(record)
-    if not items:
-        raise typer.Exit(write_report(failed, report).exit_code)
-    if folder is not None:
-        output_folder(folder)
-    from davel.labels import read_labels
+    if ray is not None and features:
+        fail("--ray runs on videos (pre-extracted features are detected in one process)", 2)
 
-    names = read_labels(labels) if labels else None
-    task = DetectTask(str(checkpoint or model), labels=names, weights_dir=weights_dir, device=device,
-                      top_k=top_k, min_score=min_score, duration=duration, out_dir=folder, fmt=fmt,
-                      expect_dims=_input_dims(videos, features), overwrite=overwrite)
-    # loaded here once so that a bad checkpoint is one line before any work
-    if videos:
-        # the checkpoint decides which features a video gets (its recorded set, or its widths)
-        fs = task.detector.video_feature_set()
-        if fs.name == "one-peace" and task.detector.device.type == "cpu" and not quiet:
-            line = task.detector.feature_cache().extractor.estimate_line([str(v) for v in videos])
-            typer.echo(f"davel: {line}", err=True)
-    if task.detector.labels is None:
-        typer.echo("davel: warning: no class names: events are labelled class_<id>; pass --labels "
-                   "unav100_annotations.json (from the UnAV-100 dataset) for real names", err=True)
+    def make_task(todo: list[Item]) -> DetectTask:
+        # reached only when some input passed its checks: missing or unreadable inputs
+        # are told before the detector (or torch) is loaded
+        if folder is not None:
+            output_folder(folder)
+        from davel.labels import read_labels
+
+        names = read_labels(labels) if labels else None
+        task = DetectTask(str(checkpoint or model), labels=names, weights_dir=weights_dir, device=device,
+                          top_k=top_k, min_score=min_score, duration=duration, out_dir=folder, fmt=fmt,
+                          expect_dims=_input_dims(videos, features), overwrite=overwrite)
+        # loaded here once so that a bad checkpoint is one line before any work
+        detector = task.detector
+        if videos:
+            # the checkpoint decides which features a video gets (its recorded set, or its widths)
+            fs = detector.video_feature_set()
+            if fs.name == "one-peace" and detector.device.type == "cpu" and not quiet and ray is None:
+                line = detector.feature_cache().extractor.estimate_line([i.path for i in todo])
+                typer.echo(f"davel: {line}", err=True)
+        if detector.labels is None:
+            typer.echo("davel: warning: no class names: events are labelled class_<id>; pass --labels "
+                       "unav100_annotations.json (from the UnAV-100 dataset) for real names", err=True)
+        if any(item.kind == "video" for item in todo):
+            task.release()  # the workers load their own: the driver keeps no copy of the model
+        return task
+
     with outputs.ResultSink(None if folder is not None else output, fmt) as sink:
         def on_record(record) -> None:
             if not record.ok:
@@ -113,10 +123,9 @@ def detect_command(
             if plots is not None:
                 _plot(record, plots)
 
-        summary = run_batch(task, items, claim_dir=folder, report=report, timeout=timeout_s, quiet=quiet,
-                            on_record=on_record, earlier=failed)
+        summary = drive(items, make_task, options, claim_dir=folder, on_record=on_record)
     if folder is not None or summary.interrupted or len(summary.records) > 1:
-        typer.echo(summary.line(task.verb), err=True)
+        typer.echo(summary.line(DetectTask.verb), err=True)
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
 

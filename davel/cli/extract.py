@@ -7,6 +7,9 @@ from typing import Optional
 import typer
 
 from davel.cli._common import (
+    ACTORS_HELP,
+    CPUS_HELP,
+    RAY_HELP,
     REPORT_HELP,
     SHARD_HELP,
     TIMEOUT_HELP,
@@ -39,6 +42,9 @@ def extract_command(
     timeout: float = typer.Option(1800.0, "--timeout", metavar="S", help=TIMEOUT_HELP),
     report: Optional[Path] = typer.Option(None, "--report", metavar="FILE", help=REPORT_HELP),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N", help=SHARD_HELP),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help=RAY_HELP),
+    actors_per_gpu: int = typer.Option(1, "--actors-per-gpu", metavar="K", help=ACTORS_HELP),
+    cpus_per_actor: Optional[float] = typer.Option(None, "--cpus-per-actor", metavar="C", help=CPUS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Extract I3D + VGGish or ONE-PEACE features from videos.
@@ -59,11 +65,10 @@ def extract_command(
     failed or timed out, 2 usage error (bad options, an output folder that
     cannot be written), 130 interrupted (Ctrl-C).
     """
-    from davel.batch.runner import in_shard, precheck, run_batch, write_report
+    from davel.batch.runner import drive
     from davel.batch.tasks import Item
-    from davel.errors import DavelError
 
-    timeout_s, shard_spec = batch_settings(timeout, shard)
+    options = batch_settings(timeout, shard, report, quiet, ray, actors_per_gpu, cpus_per_actor)
     paths = gather_videos(videos or [], directory, recursive, listing)
     if not paths:
         fail("no videos given (pass files, --dir or --list)", 2)
@@ -72,15 +77,6 @@ def extract_command(
         if p.stem in stems and stems[p.stem] != p:
             fail(f"two videos share the output stem '{p.stem}': {stems[p.stem]} and {p}", 2)
         stems[p.stem] = p
-    items = [item for item in (Item(str(p)) for p in stems.values()) if in_shard(item, shard_spec)]
-    # missing or unreadable files are told before any model (or torch) is loaded
-    items, failed = precheck(items)
-    for record in failed:
-        report_failure(record)
-    if not items:
-        summary = write_report(failed, report)
-        typer.echo(summary.line("extracted"), err=True)
-        raise typer.Exit(summary.exit_code)
     from extractors.feature_sets import FEATURE_SETS
 
     if feature_set not in FEATURE_SETS:
@@ -93,31 +89,47 @@ def extract_command(
             fail(f"{given[0]} is an I3D + VGGish option: it does not go with --feature-set one-peace", 2)
     elif precision != "fp32":
         fail("--precision goes with --feature-set one-peace", 2)
-    output_folder(out)
+
+    def make_task(items: list[Item]):
+        # reached only when some input passed its checks: missing or unreadable files
+        # are told before any model (or torch) is loaded
+        output_folder(out)
+        settings = _settings(feature_set, precision, vggish_pca, short_side, crop, raft_iterations, no_flow)
+        from davel.batch.tasks import ExtractTask
+
+        task = ExtractTask(out, settings, weights_dir, device, overwrite, feature_set=feature_set)
+        if feature_set == "one-peace" and task.extractor.device.type == "cpu" and not quiet and ray is None:
+            typer.echo(f"davel: {task.extractor.estimate_line([i.path for i in items if not task.is_done(i)])}",
+                       err=True)
+        return task
+
+    from davel.batch.tasks import ExtractTask
+
+    summary = drive([Item(str(p)) for p in stems.values()], make_task, options, claim_dir=out,
+                    on_record=report_failure)
+    typer.echo(summary.line(ExtractTask.verb), err=True)
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)
+
+
+def _settings(feature_set: str, precision: str, vggish_pca: bool, short_side: int, crop: int,
+              raft_iterations: int, no_flow: bool):
+    """The extraction settings the options ask for (exit 2 when they cannot be)."""
+    from davel.errors import DavelError
+
     if feature_set == "one-peace":
         from extractors.onepeace import OnePeaceSettings  # torch from here on
 
-        settings = OnePeaceSettings(precision=precision)
-    else:
-        from extractors.extract import ExtractionSettings  # torch from here on
+        return OnePeaceSettings(precision=precision)
+    from extractors.extract import ExtractionSettings  # torch from here on
 
-        settings = ExtractionSettings(vggish_pca=vggish_pca, short_side=short_side, crop=crop,
-                                      raft_iterations=raft_iterations, flow=not no_flow)
-        try:
-            settings.check()
-        except DavelError as exc:
-            fail(f"{exc} (--short-side, --crop, --raft-iterations)", 2)
-        if not settings.is_standard():
-            typer.echo("davel: warning: non-standard sizes/iterations: these features will not match the "
-                       "published UnAV-100 features or checkpoints trained on them", err=True)
-    from davel.batch.tasks import ExtractTask
-
-    task = ExtractTask(out, settings, weights_dir, device, overwrite, feature_set=feature_set)
-    if feature_set == "one-peace" and task.extractor.device.type == "cpu" and not quiet:
-        typer.echo(f"davel: {task.extractor.estimate_line([i.path for i in items if not task.is_done(i)])}",
-                   err=True)
-    summary = run_batch(task, items, claim_dir=out, report=report, timeout=timeout_s, quiet=quiet,
-                        on_record=report_failure, earlier=failed)
-    typer.echo(summary.line(task.verb), err=True)
-    if summary.exit_code:
-        raise typer.Exit(summary.exit_code)
+    settings = ExtractionSettings(vggish_pca=vggish_pca, short_side=short_side, crop=crop,
+                                  raft_iterations=raft_iterations, flow=not no_flow)
+    try:
+        settings.check()
+    except DavelError as exc:
+        fail(f"{exc} (--short-side, --crop, --raft-iterations)", 2)
+    if not settings.is_standard():
+        typer.echo("davel: warning: non-standard sizes/iterations: these features will not match the "
+                   "published UnAV-100 features or checkpoints trained on them", err=True)
+    return settings

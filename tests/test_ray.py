@@ -1,0 +1,154 @@
+"""``--ray``: the same batch on a Ray cluster (issue 27).
+
+Every command that starts Ray runs in a private network namespace holding only
+loopback (``unshare -n``; CI runs as root), so all of Ray's traffic stays on
+this machine. Ray not starting is a failure here, not a skip. Videos are tiny
+and the settings the fast non-standard ones, as in test_batch.py.
+
+Outputs are bit-identical to the one-process command run with the same torch
+thread count: each Ray worker runs torch on the CPUs it holds (1 here), and the
+one-process command is run with ``OMP_NUM_THREADS=1`` to match (float sums in
+another order differ in their last bits).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from media_files import write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+FAST = ["--no-flow", "--short-side", "128", "--crop", "112", "--device", "cpu", "-q"]
+NAMES = ["v0", "v1", "v2", "v3"]
+
+pytestmark = pytest.mark.ray
+
+
+def env(**extra: str) -> dict[str, str]:
+    e = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]), **extra}
+    e.pop("DAVEL_BATCH_INLINE", None)
+    e.pop("RAY_ADDRESS", None)
+    return e
+
+
+def isolated(argv: list[str]) -> list[str]:
+    """``argv`` in a new network namespace with only ``lo`` up."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.fail("the Ray tests need unshare and ip (util-linux, iproute2) to keep Ray on loopback")
+    return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
+
+
+def davel(*args, hook: str | None = None, ray: bool = False, timeout: float = 300,
+          **extra_env: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, *([str(TESTS / "hooked_davel.py"), hook] if hook else ["-m", "davel"]),
+           *map(str, args)]
+    if ray:
+        cmd = isolated(cmd)
+    res = subprocess.run(cmd, env=env(**extra_env), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if ray and "cannot connect to a Ray cluster" in res.stderr:
+        pytest.fail(f"Ray did not start: {res.stderr}")
+    return res
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if not p.name.startswith(".")}
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def report(path: Path) -> list[dict]:
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    for line in lines:
+        line.pop("seconds")
+    return sorted(lines, key=lambda r: r["path"])
+
+
+def errors(stderr: str) -> list[str]:
+    return sorted(line for line in stderr.splitlines() if line.startswith("davel: error:"))
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ray_videos")
+    for i, name in enumerate(NAMES):
+        write_video(d / f"{name}.mp4", 33 + 8 * i, fps=25)  # T = 2, 3, 4, 5
+    (d / "bad.mp4").write_bytes(b"not a video, whatever its name says" * 20)
+    return d
+
+
+def extract(videos: Path, out: Path, weights: Path, *extra) -> list:
+    return ["extract", "--dir", videos, "-o", out, "--weights-dir", weights, *FAST, *extra]
+
+
+def test_ray_extract_is_the_one_process_extract(videos, standin_weights, tmp_path):
+    """Parity, a bad file, resume, and one deleted sidecar redone."""
+    plain, out = tmp_path / "plain", tmp_path / "ray"
+    one = davel(*extract(videos, plain, standin_weights, "--report", tmp_path / "plain.jsonl"), OMP_NUM_THREADS="1")
+    assert one.returncode == 1, one.stderr
+    res = davel(*extract(videos, out, standin_weights, "--report", tmp_path / "ray.jsonl", "--ray", "local"),
+                ray=True)
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    assert files(out) == files(plain)  # bit for bit
+    assert len(files(out)) == 4 * len(NAMES)
+    assert leftovers(out) == []
+    assert errors(res.stderr) == errors(one.stderr) == [
+        f"davel: error: {videos / 'bad.mp4'}: cannot be opened as a media file (Invalid data found when "
+        f"processing input)"]
+    assert res.stderr.splitlines()[-1] == one.stderr.splitlines()[-1] == \
+        "extracted 4, skipped 0 (already done), failed 1, timed out 0"
+    assert report(tmp_path / "ray.jsonl") == report(tmp_path / "plain.jsonl")
+    # only Ray's own lines would be noise: the user sees davel's
+    assert [line for line in res.stderr.splitlines() if not line.startswith("davel:")] == [
+        line for line in one.stderr.splitlines() if not line.startswith("davel:")]
+
+    # rerun: everything done is skipped in the driver (Ray not even started)
+    again = davel(*extract(videos, out, standin_weights, "--ray", "local"), ray=True)
+    assert again.returncode == 1 and "extracted 0, skipped 4 (already done), failed 1" in again.stderr
+
+    # one sidecar gone: that video (and only it) is redone, to the same bytes
+    before = files(out)
+    (out / "v2_davel.json").unlink()
+    third = davel(*extract(videos, out, standin_weights, "--ray", "local", "--report", tmp_path / "third.jsonl"),
+                  ray=True)
+    assert third.returncode == 1 and "extracted 1, skipped 3 (already done), failed 1" in third.stderr
+    assert {r["path"]: r["status"] for r in report(tmp_path / "third.jsonl")}[str(videos / "v2.mp4")] == "done"
+    assert files(out) == before
+    assert leftovers(out) == []
+
+
+def test_without_ray_installed_the_option_is_one_line(videos, standin_weights, tmp_path):
+    blocker = tmp_path / "noray"
+    (blocker / "ray").mkdir(parents=True)
+    (blocker / "ray" / "__init__.py").write_text("raise ImportError('no ray here')\n")
+    (blocker / "sitecustomize.py").write_text(
+        "import importlib.util, sys\n"
+        "real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda name, *a: None if name.split('.')[0] == 'ray' else real(name, *a)\n")
+    e = {"PYTHONPATH": os.pathsep.join([str(blocker), str(ROOT)])}
+    res = subprocess.run([sys.executable, "-m", "davel", *map(str, extract(videos, tmp_path / "o", standin_weights,
+                                                                             "--ray", "local"))],
+                         env={**os.environ, **e}, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1] == "davel: error: --ray needs Ray: pip install 'davel[ray]'"
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ray", "nowhere"], "--ray nowhere: expected local, auto or HOST:PORT"),
+    (["--actors-per-gpu", "2"], "--actors-per-gpu and --cpus-per-actor go with --ray"),
+    (["--ray", "local", "--cpus-per-actor", "0"], "--cpus-per-actor must be positive"),
+])
+def test_engine_options_are_checked_first(videos, standin_weights, tmp_path, args, message):
+    res = davel(*extract(videos, tmp_path / "o", standin_weights, *args))
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1] == f"davel: error: {message}"
