@@ -10,6 +10,9 @@ the spawned worker like the task it wraps, and this module is imported there fro
 * ``stall-write``: block forever inside the first output write, after its
   temporary file exists;
 * ``crash``: the worker kills itself with SIGKILL (an OOM kill, a segfault);
+* ``where``: append ``{"stem", "CUDA_VISIBLE_DEVICES", "raylet"}`` (the pid of the Ray
+  node's raylet above this process, if any) as a JSON line to ``$DAVEL_TEST_WHERE``
+  after the work (the Ray tests' placement checks);
 * ``enospc`` / ``erofs`` / ``eacces``: writing the outputs fails with that
   error (a full disk, a read-only mount, a folder root may write but the
   filesystem refuses).
@@ -104,9 +107,34 @@ class HookedTask:
         return getattr(task, name)
 
     def process(self, item: Any, *args: Any, **kwargs: Any) -> Any:
-        kind = self.hooks.get(Path(item.path).name) or self.hooks.get(item.stem)
+        kind = self.hooks.get(Path(item.path).name) or self.hooks.get(item.stem) or self.hooks.get("*")
         with hooked(kind, getattr(self.task, "out_dir", None)):
-            return self.task.process(item, *args, **kwargs)
+            record = self.task.process(item, *args, **kwargs)
+        if kind == "where":
+            note_where(item.stem)
+        return record
+
+
+def _raylet_above(pid: int) -> int | None:
+    """The pid of the nearest ``raylet`` ancestor of ``pid`` (None outside Ray)."""
+    while pid > 1:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        if stat[stat.index("(") + 1:stat.rindex(")")] == "raylet":
+            return pid
+        pid = int(stat[stat.rindex(")") + 2:].split()[1])
+    return None
+
+
+def note_where(stem: str) -> None:
+    import json
+
+    line = {"stem": stem, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "raylet": _raylet_above(os.getpid())}
+    with open(os.environ["DAVEL_TEST_WHERE"], "a") as f:
+        f.write(json.dumps(line) + "\n")
 
 
 def install(spec: str) -> None:

@@ -32,10 +32,10 @@ pytestmark = pytest.mark.ray
 
 
 def env(**extra: str) -> dict[str, str]:
-    e = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]), **extra}
+    e = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
     e.pop("DAVEL_BATCH_INLINE", None)
     e.pop("RAY_ADDRESS", None)
-    return e
+    return {**e, **extra}
 
 
 def isolated(argv: list[str]) -> list[str]:
@@ -152,3 +152,62 @@ def test_engine_options_are_checked_first(videos, standin_weights, tmp_path, arg
     res = davel(*extract(videos, tmp_path / "o", standin_weights, *args))
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1] == f"davel: error: {message}"
+
+
+def test_a_video_that_kills_its_worker_fails_and_the_batch_finishes(videos, standin_weights, tmp_path):
+    """The worker process an actor watches dies on v1: the same record as without --ray.
+    The actor itself dies on v2 (the work inline in the actor): Ray restarts it and
+    retries, and after two deaths the video is reported failed, not retried forever."""
+    out = tmp_path / "out"
+    res = davel(*extract(videos, out, standin_weights, "--ray", "local", "--report", tmp_path / "r.jsonl"),
+                hook="crash:v1", ray=True)
+    assert res.returncode == 1, res.stderr
+    assert errors(res.stderr) == sorted([
+        f"davel: error: {videos / 'bad.mp4'}: cannot be opened as a media file (Invalid data found when "
+        f"processing input)",
+        f"davel: error: {videos / 'v1.mp4'}: worker died (signal 9, SIGKILL)"])
+    assert "extracted 3, skipped 0 (already done), failed 2, timed out 0" in res.stderr
+    assert sorted(p.name for p in out.glob("*_davel.json")) == ["v0_davel.json", "v2_davel.json", "v3_davel.json"]
+
+    inline = tmp_path / "inline"
+    res = davel(*extract(videos, inline, standin_weights, "--ray", "local"), hook="crash:v2", ray=True,
+                DAVEL_BATCH_INLINE="1")
+    assert res.returncode == 1, res.stderr
+    assert f"davel: error: {videos / 'v2.mp4'}: worker process died 2 times on this video" in res.stderr
+    assert "extracted 3, skipped 0 (already done), failed 2, timed out 0" in res.stderr
+    assert sorted(p.name for p in inline.glob("*_davel.json")) == ["v0_davel.json", "v1_davel.json",
+                                                                    "v3_davel.json"]
+    assert leftovers(inline) == []
+
+
+def test_a_cluster_places_workers_on_gpu_nodes_and_survives_losing_one(tmp_path_factory, standin_weights, tmp_path):
+    """A CPU-only head and two nodes declaring one GPU each: the workers run only on the
+    GPU nodes, each with its own CUDA_VISIBLE_DEVICES; one GPU node is removed after it
+    finished a video and the batch still completes, every output valid."""
+    many = tmp_path_factory.mktemp("ray_many")
+    for i in range(10):
+        write_video(many / f"m{i}.mp4", 33 + 8 * (i % 3), fps=25)
+    out, result = tmp_path / "out", tmp_path / "cluster.json"
+    cmd = [sys.executable, str(TESTS / "ray_cluster_run.py"), str(result), "--",
+           *map(str, extract(many, out, standin_weights, "--report", tmp_path / "r.jsonl"))]
+    run = subprocess.run(isolated(cmd), env=env(), cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert run.returncode == 0, run.stderr
+    got = json.loads(result.read_text())
+    assert got["returncode"] == 0, got["stderr"]
+    assert "extracted 10, skipped 0 (already done), failed 0, timed out 0" in got["stderr"]
+    where = got["where"]
+    assert {w["raylet"] for w in where} <= set(got["nodes"]["gpu"])  # never on the CPU-only head
+    assert len({w["raylet"] for w in where}) == 2  # both GPU nodes worked
+    for w in where:  # Ray gave each worker its node's one GPU
+        assert w["CUDA_VISIBLE_DEVICES"] == "0"
+    assert got["removed"] in got["nodes"]["gpu"]
+    survivor = [n for n in got["nodes"]["gpu"] if n != got["removed"]][0]
+    assert any(w["raylet"] == survivor for w in where)
+    # the batch is complete: every output set there and readable, nothing temporary left
+    from extractors import feature_files
+
+    assert sorted(p.name for p in out.glob("*_davel.json")) == [f"m{i}_davel.json" for i in range(10)]
+    for i in range(10):
+        assert feature_files.read(out / f"m{i}").rgb.shape[0] >= 2
+    assert leftovers(out) == []
+    assert sorted(r["status"] for r in report(tmp_path / "r.jsonl")) == ["done"] * 10
