@@ -90,7 +90,7 @@ def extract(videos: Path, out: Path, weights: Path, *extra) -> list:
 
 
 def test_ray_extract_is_the_one_process_extract(videos, standin_weights, tmp_path):
-    """Parity, a bad file, resume, and one deleted sidecar redone."""
+    """Parity, a bad file, resume, deleted sidecars redone, a video that kills its worker."""
     plain, out = tmp_path / "plain", tmp_path / "ray"
     one = davel(*extract(videos, plain, standin_weights, "--report", tmp_path / "plain.jsonl"), OMP_NUM_THREADS="1")
     assert one.returncode == 1, one.stderr
@@ -115,14 +115,23 @@ def test_ray_extract_is_the_one_process_extract(videos, standin_weights, tmp_pat
     again = davel(*extract(videos, out, standin_weights, "--ray", "local"), ray=True)
     assert again.returncode == 1 and "extracted 0, skipped 4 (already done), failed 1" in again.stderr
 
-    # one sidecar gone: that video (and only it) is redone, to the same bytes
+    # two sidecars gone: v3 is redone to the same bytes; v2 kills the process working on
+    # it (the actor itself: the work runs inline in it), Ray restarts the actor and retries,
+    # and after two deaths v2 is reported failed, not retried forever; the batch finishes
     before = files(out)
     (out / "v2_davel.json").unlink()
+    (out / "v3_davel.json").unlink()
     third = davel(*extract(videos, out, standin_weights, "--ray", "local", "--report", tmp_path / "third.jsonl"),
-                  ray=True)
-    assert third.returncode == 1 and "extracted 1, skipped 3 (already done), failed 1" in third.stderr
-    assert {r["path"]: r["status"] for r in report(tmp_path / "third.jsonl")}[str(videos / "v2.mp4")] == "done"
-    assert files(out) == before
+                  hook="crash:v2", ray=True, DAVEL_BATCH_INLINE="1")
+    assert third.returncode == 1, third.stderr
+    assert errors(third.stderr) == sorted([
+        f"davel: error: {videos / 'bad.mp4'}: cannot be opened as a media file (Invalid data found when "
+        f"processing input)",
+        f"davel: error: {videos / 'v2.mp4'}: worker process died 2 times on this video"])
+    assert "extracted 1, skipped 2 (already done), failed 2, timed out 0" in third.stderr
+    statuses = {Path(r["path"]).stem: r["status"] for r in report(tmp_path / "third.jsonl")}
+    assert statuses == {"bad": "failed", "v0": "skipped", "v1": "skipped", "v2": "failed", "v3": "done"}
+    assert files(out) == {k: v for k, v in before.items() if k != "v2_davel.json"}
     assert leftovers(out) == []
 
 
@@ -152,32 +161,6 @@ def test_engine_options_are_checked_first(videos, standin_weights, tmp_path, arg
     res = davel(*extract(videos, tmp_path / "o", standin_weights, *args))
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1] == f"davel: error: {message}"
-
-
-def test_a_video_that_kills_its_worker_fails_and_the_batch_finishes(videos, standin_weights, tmp_path):
-    """The worker process an actor watches dies on v1: the same record as without --ray.
-    The actor itself dies on v2 (the work inline in the actor): Ray restarts it and
-    retries, and after two deaths the video is reported failed, not retried forever."""
-    out = tmp_path / "out"
-    res = davel(*extract(videos, out, standin_weights, "--ray", "local", "--report", tmp_path / "r.jsonl"),
-                hook="crash:v1", ray=True)
-    assert res.returncode == 1, res.stderr
-    assert errors(res.stderr) == sorted([
-        f"davel: error: {videos / 'bad.mp4'}: cannot be opened as a media file (Invalid data found when "
-        f"processing input)",
-        f"davel: error: {videos / 'v1.mp4'}: worker died (signal 9, SIGKILL)"])
-    assert "extracted 3, skipped 0 (already done), failed 2, timed out 0" in res.stderr
-    assert sorted(p.name for p in out.glob("*_davel.json")) == ["v0_davel.json", "v2_davel.json", "v3_davel.json"]
-
-    inline = tmp_path / "inline"
-    res = davel(*extract(videos, inline, standin_weights, "--ray", "local"), hook="crash:v2", ray=True,
-                DAVEL_BATCH_INLINE="1")
-    assert res.returncode == 1, res.stderr
-    assert f"davel: error: {videos / 'v2.mp4'}: worker process died 2 times on this video" in res.stderr
-    assert "extracted 3, skipped 0 (already done), failed 2, timed out 0" in res.stderr
-    assert sorted(p.name for p in inline.glob("*_davel.json")) == ["v0_davel.json", "v1_davel.json",
-                                                                    "v3_davel.json"]
-    assert leftovers(inline) == []
 
 
 def test_a_cluster_places_workers_on_gpu_nodes_and_survives_losing_one(tmp_path_factory, standin_weights, tmp_path):
@@ -211,3 +194,40 @@ def test_a_cluster_places_workers_on_gpu_nodes_and_survives_losing_one(tmp_path_
         assert feature_files.read(out / f"m{i}").rgb.shape[0] >= 2
     assert leftovers(out) == []
     assert sorted(r["status"] for r in report(tmp_path / "r.jsonl")) == ["done"] * 10
+
+
+def test_ray_detect_and_one_peace_extract_are_the_one_process_ones(videos, standin_weights, tiny_checkpoint,
+                                                                   tmp_path):
+    """``detect --ray`` gives the events of ``detect`` (its records carry them to the
+    driver's writer); ``extract --feature-set one-peace --ray`` the same bytes."""
+    import torch
+
+    from extractors.settings import ExtractionSettings
+
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)  # made on the fast settings: cheap to extract
+    ckpt["davel"]["extractor"] = {"settings": ExtractionSettings(flow=False, short_side=128, crop=112).record()}
+    torch.save(ckpt, tmp_path / "fast.pth")
+    args = ["detect", videos / "v1.mp4", "--checkpoint", tmp_path / "fast.pth",
+            "--weights-dir", standin_weights, "--device", "cpu", "-q", "-f", "jsonl"]
+    plain = davel(*args, OMP_NUM_THREADS="1")
+    assert plain.returncode == 0, plain.stderr
+    on_ray = davel(*args, "--ray", "local", ray=True)
+    assert on_ray.returncode == 0, on_ray.stderr
+    by_video = sorted(on_ray.stdout.splitlines())
+    assert by_video == sorted(plain.stdout.splitlines()) and len(by_video) == 1
+    assert all(json.loads(line)["events"] for line in by_video)
+
+    from extractors.onepeace_weights import standin_sources
+
+    weights = tmp_path / "onepeace"
+    standin_sources(weights, depth=1)
+    (tmp_path / "clips").mkdir()
+    clip = write_video(tmp_path / "clips" / "clip.mp4", 38, fps=30, seconds_audio=1.25)
+    one_peace = ["extract", clip, "--feature-set", "one-peace", "--weights-dir", weights, "--device", "cpu", "-q"]
+    plain = davel(*one_peace, "-o", tmp_path / "plain", OMP_NUM_THREADS="1")
+    assert plain.returncode == 0, plain.stderr
+    on_ray = davel(*one_peace, "-o", tmp_path / "ray", "--ray", "local", ray=True)
+    assert on_ray.returncode == 0, on_ray.stderr
+    assert files(tmp_path / "ray") == files(tmp_path / "plain")
+    assert sorted(files(tmp_path / "ray")) == ["clip_davel.json", "clip_one_peace_audio.npy",
+                                               "clip_one_peace_video_finetune.npy"]
