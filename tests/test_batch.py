@@ -170,6 +170,49 @@ def test_ctrl_c_stops_fast_and_leaves_no_partial_file(videos, standin_weights, t
     assert no_orphans(p.pid)
 
 
+class SlowStartTask:
+    """A task whose unpickling, in the worker before ``worker.main`` runs, says so in
+    ``marker`` and takes ``seconds``: the window a group Ctrl-C used to kill it in."""
+
+    def __init__(self, marker: str, seconds: float) -> None:
+        self.marker, self.seconds = marker, seconds
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        Path(self.marker).write_text(str(os.getpid()))
+        time.sleep(self.seconds)
+
+    def prepare(self) -> None:
+        pass
+
+
+def test_a_worker_is_not_killed_by_ctrl_c_while_it_starts(tmp_path, capfd):
+    # Ctrl-C reaches every process of the group; a worker still unpickling its task has not
+    # yet ignored SIGINT: it must start with SIGINT blocked (it died with a traceback)
+    from davel.batch.engines import WatchedRunner
+
+    marker = tmp_path / "unpickling"
+    runner = WatchedRunner(SlowStartTask(str(marker), 3.0), quiet=True, timeout=None)
+
+    def interrupt_the_child() -> None:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(int(marker.read_text()), signal.SIGINT)
+
+    import threading
+
+    sender = threading.Thread(target=interrupt_the_child, daemon=True)
+    sender.start()
+    try:
+        runner._start(None)  # BatchError "died while loading the models" before the fix
+        sender.join(5)
+        assert runner.proc.is_alive()
+    finally:
+        runner.close()
+    assert "KeyboardInterrupt" not in capfd.readouterr().err
+
+
 def test_a_stall_times_out_a_crash_fails_and_the_batch_goes_on(videos, standin_weights, reference, tmp_path):
     out, rep = tmp_path / "out", tmp_path / "report.jsonl"
     t0 = time.monotonic()

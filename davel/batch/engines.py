@@ -43,6 +43,7 @@ decoder is involved.
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 import os
 import re
@@ -50,7 +51,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from davel.batch import worker as worker_module
@@ -110,6 +111,24 @@ def progress_bar(total: int | None, desc: str, quiet: bool, unit: str = "win"):
 
     return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr,
                 disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True)
+
+
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """A Ctrl-C during the block takes effect at its end, as the handler of the moment says:
+    for steps a KeyboardInterrupt must not cut in two (a claim taken but not yet guarded by
+    its ``finally``, a process started but not yet known to ``multiprocessing``)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    hits: list[tuple] = []
+    previous = signal.signal(signal.SIGINT, lambda *args: hits.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous or signal.default_int_handler)
+        if hits and callable(previous):
+            previous(*hits[0])
 
 
 def log_warnings(messages: Iterable[str]) -> None:
@@ -176,7 +195,22 @@ class WatchedRunner:
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=worker_module.main, args=(child, self.task, os.getpid()),
                                 name="davel-worker", daemon=True)
-        self.proc.start()
+        # The child runs Python's start-up, unpickles the task and imports torch before
+        # worker.main ignores SIGINT: a Ctrl-C to the process group in those seconds killed
+        # it with a traceback on the terminal. It starts with SIGINT blocked (the mask goes
+        # through fork and exec) and unblocks it once it ignores it. Here, a Ctrl-C waits
+        # until start() returns: cut inside, it left a child multiprocessing did not know.
+        # (multiprocessing's resource tracker, started by the first start(), UNblocks SIGINT
+        # after starting itself: started first, it leaves our mask alone)
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
+        with sigint_deferred():
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                self.proc.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         child.close()
         limit = max(WARMUP_LIMIT, self.timeout or 0.0)
         started = time.monotonic()
@@ -319,21 +353,27 @@ class OneProcessEngine(Engine):
             return self.runner.process(item, None)
         if is_done(task, item) and not claim_path(self.claim_dir, item.stem).exists():
             return Record(item.path, SKIPPED)
+        claim = None
         try:
-            claim = try_claim(self.claim_dir, item.stem, self.stale_after)
-        except OSError as exc:
-            return Record(item.path, FAILED, reason=f"{claim_path(self.claim_dir, item.stem)}: cannot claim "
-                                                    f"{item.path}: {exc.strerror or exc}")
-        if claim is None:
-            return None
-        try:
+            # a claim taken is released, even when a Ctrl-C lands just as it is taken
+            # (a claim file left behind makes the next run sweep and take it over)
+            with sigint_deferred():
+                try:
+                    claim = try_claim(self.claim_dir, item.stem, self.stale_after)
+                except OSError as exc:
+                    return Record(item.path, FAILED, reason=f"{claim_path(self.claim_dir, item.stem)}: cannot "
+                                                            f"claim {item.path}: {exc.strerror or exc}")
+            if claim is None:
+                return None
             if claim.previous is not None:  # its owner died, perhaps mid-write
                 sweep_temps(task, item)
             if is_done(task, item):
                 return Record(item.path, SKIPPED)
             return self.runner.process(item, claim)
         finally:
-            claim.release()
+            if claim is not None:
+                with sigint_deferred():
+                    claim.release()
 
 
 def is_done(task: Task, item: Item) -> bool:

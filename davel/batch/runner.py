@@ -3,7 +3,7 @@ share (shard, cheap checks, the task, the engine, the summary); :func:`run_batch
 runs a task on an engine and keeps the summary and the ``--report`` file.
 
 Ctrl-C returns the summary with ``interrupted=True`` (it does not raise), after
-the engine has stopped everything it started.
+the engine has stopped everything it started (wherever in the batch it lands).
 """
 from __future__ import annotations
 
@@ -69,24 +69,30 @@ def run_batch(task: Task, items: Sequence[Item], *, engine: Engine, report: str 
     written with what was finished.
     """
     summary = Summary(list(earlier or []))
-    with ReportFile(report) as out:
-        for record in summary.records:
-            out.write(record)
+    # Ctrl-C raises only while the engine runs (inside the try below, so it is always
+    # caught); anywhere else in here it is only noted: a KeyboardInterrupt landing
+    # between the engine's return and its close, in a claim release or in the report's
+    # commit would skip the rest of the clean-up (Ray's processes, the report's
+    # temporary file). A Ctrl-C noted there still makes the batch interrupted (130).
+    with _sigint_noted() as noted:
+        with ReportFile(report) as out:
+            for record in summary.records:
+                out.write(record)
 
-        def finish(record: Record) -> None:
-            summary.add(record)
-            out.write(record)
-            if on_record is not None:
-                on_record(record)
+            def finish(record: Record) -> None:
+                summary.add(record)
+                out.write(record)
+                if on_record is not None:
+                    on_record(record)
 
-        try:
-            with _sigint_raises():
-                engine.run(task, items, finish)
-        except KeyboardInterrupt:
-            summary.interrupted = True
-        finally:
-            with _no_sigint():
+            try:
+                with _sigint_raises(noted):
+                    engine.run(task, items, finish)
+            except KeyboardInterrupt:
+                summary.interrupted = True
+            finally:
                 engine.close()
+    summary.interrupted = summary.interrupted or noted.hit
     return summary
 
 
@@ -109,28 +115,39 @@ def drive(items: Sequence[Item], make_task: Callable[[list[Item]], Task], option
     return run_batch(task, todo, engine=engine, report=options.report, on_record=on_record, earlier=failed)
 
 
+class _sigint_noted:
+    """Ctrl-C sets ``hit`` instead of raising, for the whole batch (main thread only:
+    elsewhere signals are not ours to take)."""
+
+    def __enter__(self) -> _sigint_noted:
+        self.hit = False
+        self.ours = threading.current_thread() is threading.main_thread()
+        if self.ours:
+            self.previous = signal.signal(signal.SIGINT, self.note)
+        return self
+
+    def note(self, *_: Any) -> None:
+        self.hit = True
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.ours:  # None: a handler set outside Python; Python's own is the closest
+            signal.signal(signal.SIGINT, self.previous or signal.default_int_handler)
+
+
 class _sigint_raises:
     """Ctrl-C raises KeyboardInterrupt while the engine runs, whatever handler a library
-    installed before (Ray's, for one)."""
+    installed before (Ray's, for one); back to noting it after. Both switches happen
+    inside the caller's ``try``, so a Ctrl-C landing on either is caught there."""
+
+    def __init__(self, noted: _sigint_noted):
+        self.noted = noted
 
     def __enter__(self) -> None:
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        if self.noted.ours:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        if self.noted.hit:  # came while the report was opened
+            raise KeyboardInterrupt
 
     def __exit__(self, *exc_info: Any) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-
-
-class _no_sigint:
-    """Hold a second Ctrl-C off while the engine stops its processes and releases claims."""
-
-    def __enter__(self) -> None:
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def __exit__(self, *exc_info: Any) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        if self.noted.ours:
+            signal.signal(signal.SIGINT, self.noted.note)

@@ -47,8 +47,11 @@ def _silence_library_loggers() -> None:
 
 def main(conn: Any, task: Any, parent_pid: int | None = None) -> None:
     """The worker's loop (the target of the spawned process)."""
-    _die_with_parent(parent_pid)
+    # SIGINT came blocked from the driver (engines.WatchedRunner._start): ignored first, then
+    # unblocked, so a Ctrl-C already pending is dropped rather than delivered
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    _die_with_parent(parent_pid)
     _silence_library_loggers()
     try:
         with captured_warnings() as warned:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
+from davel.cli import _common
 from davel.cli.cache import cache_app
 from davel.cli.detect import detect_command
 from davel.cli.evaluate import eval_command
@@ -57,6 +59,11 @@ app = make_app()
 
 def main() -> None:
     """The ``davel`` program (``python -m davel`` and the console script)."""
+    # Ctrl-C exits 130 at once outside a command's body (click's parsing; the teardown
+    # after it); the body itself gets KeyboardInterrupt (see _common.user_errors)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # started with it ignored: leave it so
+        _common.PROGRAM["sigint_exits"] = True
+        signal.signal(signal.SIGINT, _common.exit_interrupted)
     try:
         app(prog_name="davel")
     except SystemExit as exc:

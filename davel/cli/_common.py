@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -56,22 +58,47 @@ def show_library_warnings() -> None:
         logger.propagate = False
 
 
+def exit_interrupted(*_: object) -> NoReturn:
+    """Ctrl-C outside a command's body (Python's start-up and imports, the interpreter's
+    teardown: seconds with torch loaded): nothing of ours to clean up, so stop now, 130.
+    A KeyboardInterrupt there would give a traceback, click's "Aborted!" (exit 1) or,
+    once Python restored the default handler late in its teardown, a death by SIGINT."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - interrupted inside a write: what is buffered is lost
+            pass
+    os.write(2, b"davel: error: interrupted\n")
+    os._exit(130)
+
+
+PROGRAM = {"sigint_exits": False}  # set by davel.cli.main: the process is the davel program
+
+
 def user_errors(fn: Callable) -> Callable:
     """Run a command; DavelError (and anything unexpected) -> one line, exit 1; Ctrl-C -> 130."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         show_library_warnings()
+        program = PROGRAM["sigint_exits"]
+        if program:  # the body cleans up on KeyboardInterrupt (the batch runner, downloads)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
         except KeyboardInterrupt:
+            if program:  # a second Ctrl-C in here would be a traceback or "Aborted!"
+                exit_interrupted()
             fail("interrupted", 130)
         except BatchError as exc:  # the engine itself, not an input: what was written stays valid
             fail(one_line(exc), 2)
         except Exception as exc:  # noqa: BLE001 - last line of defence: never a traceback
             fail(one_line(exc))
+        finally:
+            if program:
+                signal.signal(signal.SIGINT, exit_interrupted)
 
     return wrapper
 
