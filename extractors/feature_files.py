@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,10 @@ import numpy as np
 
 from extractors.settings import ExtractionSettings
 from extractors.timebase import TimeBase
+from weights import storage
 from weights.atomic import atomic_write, atomic_write_text
 from weights.errors import InputError
+from weights.storage import is_url
 
 STREAMS = ("rgb", "flow", "vggish")
 
@@ -184,8 +186,11 @@ LAYOUTS: dict[str, dict[str, str]] = {
 ONE_PEACE_FILES = LAYOUTS["one-peace"]
 
 
-def paths(out_dir: Path, stem: str, feature_set: str = "i3d-vggish") -> dict[str, Path]:
-    """The files ``davel extract`` writes for ``stem``: the set's arrays, then the sidecar."""
+def paths(out_dir: Path | str, stem: str, feature_set: str = "i3d-vggish") -> dict[str, Path] | dict[str, str]:
+    """The files ``davel extract`` writes for ``stem``: the set's arrays, then the sidecar
+    (for an fsspec URL ``out_dir``: their URLs, as strings)."""
+    if is_url(out_dir):
+        return {k: storage.join(out_dir, name) for k, name in _names(stem, feature_set).items()}
     d = {s: out_dir / f"{stem}_{name}.npy" for s, name in LAYOUTS[feature_set].items()}
     d["meta"] = out_dir / f"{stem}_davel.json"
     return d
@@ -196,8 +201,22 @@ def has_features(out_dir: Path, stem: str) -> bool:
     return all(f.is_file() for f in _files(Path(out_dir) / stem).values())
 
 
-def is_complete(out_dir: Path, stem: str, settings_key: str, feature_set: str = "i3d-vggish") -> bool:
-    """The arrays and the sidecar of ``stem`` are there, made with ``settings_key``."""
+def _names(stem: str, feature_set: str) -> dict[str, str]:
+    """The names of :func:`paths` (arrays, then ``meta``) without their folder."""
+    d = {s: f"{stem}_{name}.npy" for s, name in LAYOUTS[feature_set].items()}
+    d["meta"] = f"{stem}_davel.json"
+    return d
+
+
+def is_complete(out_dir: Path | str, stem: str, settings_key: str, feature_set: str = "i3d-vggish",
+                listing: Collection[str] | None = None) -> bool:
+    """The arrays and the sidecar of ``stem`` are there, made with ``settings_key``.
+
+    For an fsspec URL ``out_dir`` the objects' existence is looked up in ``listing`` (the
+    names under the prefix, :func:`weights.storage.names`: one listing for a whole batch)
+    or, without it, asked of the filesystem; only the sidecar is read."""
+    if is_url(out_dir):
+        return _url_is_complete(out_dir, stem, settings_key, feature_set, listing)
     if not all(f.is_file() for f in paths(out_dir, stem, feature_set).values()):
         return False
     try:
@@ -205,6 +224,32 @@ def is_complete(out_dir: Path, stem: str, settings_key: str, feature_set: str = 
     except InputError:  # a damaged sidecar: the outputs are made again
         return False
     return meta is not None and meta.settings_key == settings_key
+
+
+def _url_is_complete(url: str, stem: str, settings_key: str, feature_set: str,
+                     listing: Collection[str] | None) -> bool:
+    names = _names(stem, feature_set)
+    if listing is not None:
+        if not all(name in listing for name in names.values()):
+            return False
+    elif not all(storage.exists(storage.join(url, name)) for name in names.values()):
+        return False
+    sidecar = storage.join(url, names["meta"])
+    try:
+        doc = json.loads(storage.read_bytes(sidecar))
+    except (OSError, ValueError):  # gone since the listing, or damaged: made again
+        return False
+    try:
+        meta = FeatureMeta.from_dict(doc, sidecar) if isinstance(doc, dict) else None
+    except InputError:
+        return False
+    return meta is not None and meta.settings_key == settings_key
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array, dtype=np.float32))
+    return buf.getvalue()
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -216,15 +261,30 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     atomic_write(path, write)
 
 
-def write(out_dir: Path, stem: str, features: Features) -> None:
+def write(out_dir: Path | str, stem: str, features: Features) -> None:
     """Write the arrays atomically (the layout of ``features.meta.feature_set``), then the
-    sidecar (``features.meta``) that marks them complete."""
+    sidecar (``features.meta``) that marks them complete.
+
+    ``out_dir`` may be an fsspec URL (``s3://bucket/prefix``...): then each file is one
+    object (:mod:`weights.storage`), the sidecar still last."""
+    if is_url(out_dir):
+        _write_url(out_dir, stem, features)
+        return
     p = paths(Path(out_dir), stem, features.meta.feature_set or "i3d-vggish")
     p["meta"].unlink(missing_ok=True)  # incomplete until the sidecar is back
     for s in STREAMS:
         if s in p:
             _save_npy(p[s], getattr(features, s))
     atomic_write_text(p["meta"], json.dumps(features.meta.to_dict(), indent=1, sort_keys=True))
+
+
+def _write_url(url: str, stem: str, features: Features) -> None:
+    p = paths(url, stem, features.meta.feature_set or "i3d-vggish")
+    storage.remove(p["meta"])  # incomplete until the sidecar is back
+    for s in STREAMS:
+        if s in p:
+            storage.write_bytes(p[s], _npy_bytes(getattr(features, s)))
+    storage.write_bytes(p["meta"], json.dumps(features.meta.to_dict(), indent=1, sort_keys=True).encode("utf8"))
 
 
 def read_meta(prefix: str | Path) -> FeatureMeta | None:

@@ -60,6 +60,7 @@ from davel.batch.records import FAILED, SKIPPED, TIMED_OUT, Record
 from davel.batch.tasks import Item, Task
 from davel.errors import BatchError
 from weights.atomic import PART_SUFFIX
+from weights.storage import is_url
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +89,12 @@ class Engine(abc.ABC):
 
 
 def sweep_temps(task: Task, item: Item) -> None:
-    """Remove the temporary files of ``item``'s outputs (left by a killed writer)."""
+    """Remove the temporary files of ``item``'s outputs (left by a killed writer). Outputs
+    at a URL have none (each is one object, put whole): nothing to do for them."""
     names: dict[Path, set[str]] = {}
     for out in task.outputs(item):
+        if is_url(out):
+            continue
         names.setdefault(out.parent, set()).add(out.name)
     for folder, wanted in names.items():
         try:

@@ -12,6 +12,7 @@ from davel.batch.records import FAILED, Record
 from davel.batch.tasks import Item, check_features, check_video
 from davel.errors import DavelError, OutputError, one_line
 from weights.atomic import temp_path_for
+from weights.storage import check_writable, is_url
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -57,9 +58,15 @@ def precheck(items: Iterable[Item], check: Callable[[Item], None] = check_input)
     return good, failed
 
 
-def check_output_dir(path: str | os.PathLike) -> Path:
+def check_output_dir(path: str | os.PathLike) -> Path | str:
     """The output folder exists (made if needed) and takes new files; else OutputError,
-    before any work (it would fail every input the same way)."""
+    before any work (it would fail every input the same way).
+
+    An fsspec URL (``s3://bucket/prefix``...) is returned as is, after the prefix was
+    made where the filesystem needs it and took a probe object (:func:`weights.storage.check_writable`;
+    an unknown protocol, or a missing package such as s3fs, is one line too)."""
+    if is_url(path):
+        return check_writable(path)
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{folder}: is a file, not a folder (the outputs go into a folder)")

@@ -161,14 +161,37 @@ class ExtractTask(Task):
     def prepare(self) -> None:
         self.extractor.load_networks()
 
+    @property
+    def out_url(self) -> str | None:
+        """``out_dir`` when it is an fsspec URL (``s3://...``: outputs written as objects by
+        :mod:`weights.storage`), else None (a folder: today's temporary-file + rename path)."""
+        from weights.storage import is_url
+
+        return self.out_dir if is_url(self.out_dir) else None
+
     def outputs(self, item: Item) -> list[Path]:
+        """The output files (for a URL ``out_dir``: their URLs, as strings)."""
         from extractors import feature_files
 
+        if self.out_url is not None:
+            return list(feature_files.paths(self.out_url, item.stem, self.feature_set).values())
         return list(feature_files.paths(Path(self.out_dir), item.stem, self.feature_set).values())
 
     def is_done(self, item: Item) -> bool:
         from extractors import feature_files
 
+        if self.out_url is not None:
+            # resume by listing: one listing of the prefix per process (the task's
+            # underscored state is not pickled), kept for the batch; an input's own
+            # objects change only when this process works on it
+            if self.overwrite:
+                return False
+            if getattr(self, "_listing", None) is None:
+                from weights import storage
+
+                self._listing = storage.names(self.out_url)
+            return feature_files.is_complete(self.out_url, item.stem, self.settings_key, self.feature_set,
+                                             listing=self._listing)
         return not self.overwrite and feature_files.is_complete(Path(self.out_dir), item.stem, self.settings_key,
                                                                 self.feature_set)
 
@@ -188,6 +211,9 @@ class ExtractTask(Task):
         from extractors import feature_files
 
         feats = self.extractor.extract(item.path, on_window=on_progress)
+        if self.out_url is not None:
+            self._write_url(item, feats)
+            return Record(item.path, DONE, T=int(len(feats.rgb)), T_a=int(len(feats.vggish)))
         try:
             feature_files.write(Path(self.out_dir), item.stem, feats)
         except OSError as exc:
@@ -200,6 +226,30 @@ class ExtractTask(Task):
             raise OutputError(f"{self.out_dir}: cannot write the features of {item.path}: "
                               f"{exc.strerror or exc}") from exc
         return Record(item.path, DONE, T=int(len(feats.rgb)), T_a=int(len(feats.vggish)))
+
+    def _write_url(self, item: Item, feats: Any) -> None:
+        """The objects of ``item`` at the URL ``out_dir``, the sidecar last; on a failure the
+        objects already written are deleted (arrays without their sidecar would only look
+        like a result) and OutputError (one line) is raised."""
+        from extractors import feature_files
+        from weights import storage
+
+        try:
+            feature_files.write(self.out_url, item.stem, feats)
+        except Exception as exc:  # noqa: BLE001 - any backend's error (OSError, a client's own): one line
+            for url in self.outputs(item):
+                try:
+                    storage.remove(url)
+                except Exception:  # noqa: BLE001 - best effort: the write already failed
+                    pass
+            if isinstance(exc, OutputError):
+                raise
+            text = str(exc).strip()
+            reason = ((exc.strerror if isinstance(exc, OSError) else None)
+                      or (text.splitlines()[0][:200] if text else type(exc).__name__))
+            raise OutputError(f"{self.out_url}: cannot write the features of {item.path}: {reason}") from exc
+        if getattr(self, "_listing", None) is not None:
+            self._listing.update(url.rsplit("/", 1)[-1] for url in self.outputs(item))
 
 
 class DetectTask(Task):

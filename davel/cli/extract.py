@@ -25,7 +25,7 @@ from davel.cli._common import (
 @user_errors
 def extract_command(
     videos: list[Path] = typer.Argument(None, help="Video files."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output directory for <stem>_{rgb,flow,vggish}.npy (one-peace: <stem>_one_peace_{video_finetune,audio}.npy)."),
+    out: str = typer.Option(..., "-o", "--out", metavar="DIR|URL", help="Output directory for <stem>_{rgb,flow,vggish}.npy (one-peace: <stem>_one_peace_{video_finetune,audio}.npy), or an fsspec URL (s3://bucket/prefix, gs://..., file:///abs/path; needs fsspec and the store's package, e.g. s3fs): each file one object, written whole. With a URL there are no claim files: run one process per prefix (or split with --shard)."),
     feature_set: str = typer.Option("i3d-vggish", "--feature-set", help="i3d-vggish (UnAV-100's features) or one-peace (the released CCNet's: 1536-d, 16 fps, 16-frame windows every 4)."),
     directory: Optional[Path] = typer.Option(None, "--dir", help="Also take every video in this directory."),
     recursive: bool = typer.Option(False, "--recursive", help="With --dir: descend into sub-directories."),
@@ -67,7 +67,12 @@ def extract_command(
     """
     from davel.batch.runner import drive
     from davel.batch.tasks import Item
+    from weights.storage import is_url
 
+    # an fsspec URL stays a string (Path would fold its "//"); a plain path is a Path, as always.
+    # Claims are files in a local folder: with a URL the batch runs without them (one process
+    # per output prefix, or split with --shard), and there are no temporary files to sweep.
+    target: str | Path = out if is_url(out) else Path(out)
     options = batch_settings(timeout, shard, report, quiet, ray, actors_per_gpu, cpus_per_actor)
     paths = gather_videos(videos or [], directory, recursive, listing)
     if not paths:
@@ -93,11 +98,11 @@ def extract_command(
     def make_task(items: list[Item]):
         # reached only when some input passed its checks: missing or unreadable files
         # are told before any model (or torch) is loaded
-        output_folder(out)
+        output_folder(target)
         settings = _settings(feature_set, precision, vggish_pca, short_side, crop, raft_iterations, no_flow)
         from davel.batch.tasks import ExtractTask
 
-        task = ExtractTask(out, settings, weights_dir, device, overwrite, feature_set=feature_set)
+        task = ExtractTask(target, settings, weights_dir, device, overwrite, feature_set=feature_set)
         if feature_set == "one-peace" and task.extractor.device.type == "cpu" and not quiet and ray is None:
             typer.echo(f"davel: {task.extractor.estimate_line([i.path for i in items if not task.is_done(i)])}",
                        err=True)
@@ -105,7 +110,8 @@ def extract_command(
 
     from davel.batch.tasks import ExtractTask
 
-    summary = drive([Item(str(p)) for p in stems.values()], make_task, options, claim_dir=out,
+    summary = drive([Item(str(p)) for p in stems.values()], make_task, options,
+                    claim_dir=None if is_url(out) else target,
                     on_record=report_failure)
     typer.echo(summary.line(ExtractTask.verb), err=True)
     if summary.exit_code:
