@@ -198,8 +198,9 @@ def test_a_cluster_places_workers_on_gpu_nodes_and_survives_losing_one(tmp_path_
 
 def test_ray_detect_and_one_peace_extract_are_the_one_process_ones(videos, standin_weights, tiny_checkpoint,
                                                                    tmp_path):
-    """``detect --ray`` gives the events of ``detect`` (its records carry them to the
-    driver's writer); ``extract --feature-set one-peace --ray`` the same bytes."""
+    """``detect --ray`` gives the events and the timeouts of ``detect`` (the records carry
+    the events to the driver's writer); ``extract --feature-set one-peace --ray`` the same
+    bytes."""
     import torch
 
     from extractors.settings import ExtractionSettings
@@ -207,15 +208,20 @@ def test_ray_detect_and_one_peace_extract_are_the_one_process_ones(videos, stand
     ckpt = torch.load(tiny_checkpoint, weights_only=True)  # made on the fast settings: cheap to extract
     ckpt["davel"]["extractor"] = {"settings": ExtractionSettings(flow=False, short_side=128, crop=112).record()}
     torch.save(ckpt, tmp_path / "fast.pth")
-    args = ["detect", videos / "v1.mp4", "--checkpoint", tmp_path / "fast.pth",
-            "--weights-dir", standin_weights, "--device", "cpu", "-q", "-f", "jsonl"]
-    plain = davel(*args, OMP_NUM_THREADS="1")
-    assert plain.returncode == 0, plain.stderr
-    on_ray = davel(*args, "--ray", "local", ray=True)
-    assert on_ray.returncode == 0, on_ray.stderr
-    by_video = sorted(on_ray.stdout.splitlines())
-    assert by_video == sorted(plain.stdout.splitlines()) and len(by_video) == 1
-    assert all(json.loads(line)["events"] for line in by_video)
+    args = ["detect", videos / "v1.mp4", videos / "v2.mp4", "--checkpoint", tmp_path / "fast.pth",
+            "--weights-dir", standin_weights, "--device", "cpu", "-q", "-f", "jsonl", "--timeout", "5"]
+    # v2 stalls before any progress: --timeout gives up on it the same way on both engines
+    plain = davel(*args, hook="stall:v2", OMP_NUM_THREADS="1")
+    assert plain.returncode == 1, plain.stderr
+    on_ray = davel(*args, "--ray", "local", hook="stall:v2", ray=True)
+    assert on_ray.returncode == 1, on_ray.stderr
+    assert on_ray.stdout == plain.stdout and len(on_ray.stdout.splitlines()) == 1
+    assert json.loads(on_ray.stdout)["events"]
+    assert errors(on_ray.stderr) == errors(plain.stderr) == [
+        f"davel: error: {videos / 'v2.mp4'}: timed out: no progress for 5 s (a stalled decoder, pipe or mount? "
+        f"see --timeout)"]
+    assert on_ray.stderr.splitlines()[-1] == plain.stderr.splitlines()[-1] == \
+        "detected 1, skipped 0 (already done), failed 0, timed out 1"
 
     from extractors.onepeace_weights import standin_sources
 
@@ -231,3 +237,18 @@ def test_ray_detect_and_one_peace_extract_are_the_one_process_ones(videos, stand
     assert files(tmp_path / "ray") == files(tmp_path / "plain")
     assert sorted(files(tmp_path / "ray")) == ["clip_davel.json", "clip_one_peace_audio.npy",
                                                "clip_one_peace_video_finetune.npy"]
+
+
+def test_a_node_with_other_weights_refuses_to_work(standin_weights, tmp_path):
+    """Each worker compares its extractor's settings key (weights hashed) with the one the
+    driver started the batch with: a node with other weights stops with one line."""
+    from davel.batch.tasks import ExtractTask
+    from davel.errors import WeightsError
+    from extractors.settings import ExtractionSettings
+
+    task = ExtractTask(tmp_path / "out", ExtractionSettings(flow=False, short_side=128, crop=112), standin_weights,
+                       "cpu")
+    task.prepare()  # the same weights: fine
+    task.settings_key = "0" * 64  # as if the driver had hashed other files
+    with pytest.raises(WeightsError, match="put the same weights on every node"):
+        task.prepare()

@@ -30,6 +30,7 @@ import math
 import os
 import pickle
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -186,6 +187,7 @@ class RayEngine(Engine):
         self.timeout, self.quiet = timeout, quiet
         self.actors_per_gpu, self.cpus_per_actor = actors_per_gpu, cpus_per_actor
         self.started = False
+        self.interrupted = False
         self.attempts = None
         self.plan: tuple[int, float, float] | None = None
 
@@ -198,10 +200,13 @@ class RayEngine(Engine):
                 todo.append(item)
         if not todo:
             return
-        ray = self._connect()
         try:
+            ray = self._connect()
             self._run(ray, task, todo, finish)
-        except (KeyboardInterrupt, BatchError):
+        except KeyboardInterrupt:
+            self.interrupted = True
+            raise
+        except BatchError:
             raise
         except Exception as exc:  # noqa: BLE001 - the engine itself: exit 2, outputs stay valid
             raise BatchError(f"the Ray engine failed: {one_line(exc)} (what was written stays valid: "
@@ -223,12 +228,23 @@ class RayEngine(Engine):
                                       "logging_level": logging.ERROR, "configure_logging": True}
             if self.address == "local":
                 kwargs.update(num_cpus=_visible_cpus(), include_dashboard=False)
+            # Ray's core worker takes SIGINT over at the C level while it starts (after
+            # which a Ctrl-C was silently ignored and the batch went on): SIGINT is blocked
+            # meanwhile, Python's handler put back, and a Ctrl-C that came in the meantime
+            # is delivered then (and Ray's processes, started with it blocked, leave
+            # Ctrl-C to this driver, which stops them)
+            handler = signal.getsignal(signal.SIGINT)
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
             try:
                 with _quiet_stderr():
                     ray.init(**kwargs)
+                self.started = True
             except Exception as exc:  # noqa: BLE001 - one line, exit 2
                 raise BatchError(f"--ray {self.address}: cannot connect to a Ray cluster: {one_line(exc)}") from exc
-            self.started = True
+            finally:
+                if handler is not None:
+                    signal.signal(signal.SIGINT, handler)
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         return ray
 
     def _run(self, ray: Any, task: Task, todo: list[Item], finish: Finish) -> None:
@@ -273,6 +289,15 @@ class RayEngine(Engine):
             import ray
         except ImportError:
             return
+        if self.interrupted and self.started and self.address == "local":
+            # Ctrl-C: the Ray instance this command started is all below this process
+            # (GCS, raylet, agents, workers and their watched processes): stop it now,
+            # not after Ray's graceful shutdown has waited on actors still starting
+            _kill_descendants(os.getpid())
+            _shutdown_within(ray, 1.0)
+            self.started = False
+            self.attempts = None
+            return
         if self.attempts is not None:
             try:
                 ray.kill(self.attempts)
@@ -282,6 +307,42 @@ class RayEngine(Engine):
         if self.started:
             ray.shutdown()  # a local cluster stops with it; a remote one stays, as it should
             self.started = False
+
+
+def _kill_descendants(root: int) -> None:
+    """SIGKILL every live descendant of ``root`` (read from /proc; Linux)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(entry))
+    todo, found = [root], []
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    for pid in found:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _shutdown_within(ray: Any, seconds: float) -> None:
+    """``ray.shutdown()`` given ``seconds`` (its processes are gone: it only tidies up)."""
+    import threading
+
+    done = threading.Thread(target=ray.shutdown, daemon=True)
+    done.start()
+    done.join(seconds)
 
 
 def _quiet_ray_loggers() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from davel.batch.records import DONE, FAILED, SKIPPED, Record, captured_warnings
-from davel.errors import InputError, OutputError, one_line
+from davel.errors import InputError, OutputError, WeightsError, one_line
 
 Progress = Callable[[int], None] | None
 
@@ -160,6 +160,12 @@ class ExtractTask(Task):
 
     def prepare(self) -> None:
         self.extractor.load_networks()
+        if self.extractor.settings_key != self.settings_key:
+            # another machine of a cluster, with other weights: its outputs would be refused
+            # (or, worse, mixed with the others) by every later resume check
+            raise WeightsError(f"the weights here ({self.weights_dir or 'the cache'}) are not those the batch was "
+                               f"started with (its settings key {self.settings_key[:12]}, here "
+                               f"{self.extractor.settings_key[:12]}): put the same weights on every node")
 
     @property
     def out_url(self) -> str | None:
