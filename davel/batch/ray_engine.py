@@ -31,6 +31,7 @@ import os
 import pickle
 import re
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -188,6 +189,7 @@ class RayEngine(Engine):
         self.actors_per_gpu, self.cpus_per_actor = actors_per_gpu, cpus_per_actor
         self.started = False
         self.interrupted = False
+        self.reaper: subprocess.Popen | None = None
         self.attempts = None
         self.plan: tuple[int, float, float] | None = None
 
@@ -239,6 +241,8 @@ class RayEngine(Engine):
                 with _quiet_stderr():
                     ray.init(**kwargs)
                 self.started = True
+                if self.address == "local":
+                    self.reaper = _start_reaper()
             except Exception as exc:  # noqa: BLE001 - one line, exit 2
                 raise BatchError(f"--ray {self.address}: cannot connect to a Ray cluster: {one_line(exc)}") from exc
             finally:
@@ -293,10 +297,11 @@ class RayEngine(Engine):
             # Ctrl-C: the Ray instance this command started is all below this process
             # (GCS, raylet, agents, workers and their watched processes): stop it now,
             # not after Ray's graceful shutdown has waited on actors still starting
-            _kill_descendants(os.getpid())
+            _kill_descendants(os.getpid())  # the reaper too
             _shutdown_within(ray, 1.0)
-            self.started = False
-            self.attempts = None
+            if self.reaper is not None:
+                self.reaper.wait()
+            self.started, self.attempts, self.reaper = False, None, None
             return
         if self.attempts is not None:
             try:
@@ -307,33 +312,30 @@ class RayEngine(Engine):
         if self.started:
             ray.shutdown()  # a local cluster stops with it; a remote one stays, as it should
             self.started = False
+        if self.reaper is not None:
+            self.reaper.kill()
+            self.reaper.wait()
+            self.reaper = None
 
 
 def _kill_descendants(root: int) -> None:
     """SIGKILL every live descendant of ``root`` (read from /proc; Linux)."""
-    children: dict[int, list[int]] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(entry))
-    todo, found = [root], []
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    for pid in found:
+    from davel.batch.reaper import descendants
+
+    for pid in descendants(root):
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
+
+
+def _start_reaper() -> subprocess.Popen | None:
+    """A watcher that kills this command's Ray processes if the driver is killed
+    (:mod:`davel.batch.reaper`)."""
+    if not Path("/proc").is_dir():
+        return None
+    return subprocess.Popen([sys.executable, "-m", "davel.batch.reaper", str(os.getpid())],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _shutdown_within(ray: Any, seconds: float) -> None:
