@@ -181,10 +181,9 @@ class _Worker:
 class RayEngine(Engine):
     """Inputs spread over a Ray cluster (see the module's docstring)."""
 
-    def __init__(self, address: str, *, out_dir: str | os.PathLike | None = None, timeout: float | None = None,
+    def __init__(self, address: str, *, timeout: float | None = None,
                  quiet: bool = False, actors_per_gpu: int = 1, cpus_per_actor: float | None = None) -> None:
         self.address = check_address(address)
-        self.out_dir = None if out_dir is None else Path(out_dir)
         self.timeout, self.quiet = timeout, quiet
         self.actors_per_gpu, self.cpus_per_actor = actors_per_gpu, cpus_per_actor
         self.started = False

@@ -45,7 +45,8 @@ def make_engine(options: BatchOptions, claim_dir: str | os.PathLike | None) -> E
                                 timeout=options.timeout, quiet=options.quiet)
     from davel.batch.ray_engine import RayEngine
 
-    return RayEngine(options.ray, out_dir=claim_dir, timeout=options.timeout, quiet=options.quiet,
+    # no claims: one driver hands out the work (the outputs still tell what is done)
+    return RayEngine(options.ray, timeout=options.timeout, quiet=options.quiet,
                      actors_per_gpu=options.actors_per_gpu, cpus_per_actor=options.cpus_per_actor)
 
 
