@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,8 @@ from torch import Tensor
 
 from davel.annotations import Annotations
 from davel.detectors.base import PyramidDetector
-from davel.detectors.checkpoint import load_checkpoint
+from davel.detectors.checkpoint import check_checkpoint_file, load_checkpoint
+from davel.detectors.meta import CheckpointMeta
 from davel.errors import InputError, WeightsError
 from davel.feature_norm import FeatureNorm
 from davel.labels import default_labels, label_name
@@ -83,10 +84,7 @@ class Detector:
                  feature_norm: FeatureNorm | None, extraction: ExtractionSettings | None, name: str,
                  sha256: str, device: str | torch.device, weights_dir: str | Path | None = None,
                  postprocess: PostprocessConfig = PostprocessConfig(), feature_set: str | None = None) -> None:
-        if feature_norm is not None and feature_norm.dims != model.input_dims:
-            dv, da = feature_norm.dims
-            raise WeightsError(f"{name}: its feature statistics are {dv}-d / {da}-d but the detector "
-                               f"takes {model.input_dims[0]}-d / {model.input_dims[1]}-d")
+        _check_feature_norm(name, feature_norm, model.input_dims)
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.kind = model.kind
@@ -116,14 +114,8 @@ class Detector:
         meta = info.meta
         if labels is None and meta.labels:
             labels = meta.labels
-        known = feature_sets.for_dims(model.input_dims)
-        feature_set = meta.feature_set or (known.name if known is not None else None)
-        # the time base follows the features: a checkpoint that does not record one (the
-        # official ones) has its feature set's
-        default_tb = feature_sets.feature_set(feature_set).timebase if feature_set in feature_sets.FEATURE_SETS \
-            else I3D_VGGISH
-        extraction = meta.extraction_settings() if feature_set in (None, feature_sets.DEFAULT) else None
-        return cls(model, labels=labels, timebase=meta.timebase or default_tb, feature_norm=meta.feature_norm,
+        feature_set, timebase, extraction = _checkpoint_features(meta, model.input_dims)
+        return cls(model, labels=labels, timebase=timebase, feature_norm=meta.feature_norm,
                    extraction=extraction, name=path.name, sha256=sha, device=device,
                    weights_dir=weights_dir, feature_set=feature_set)
 
@@ -161,11 +153,7 @@ class Detector:
     def video_feature_set(self) -> feature_sets.FeatureSet:
         """The feature set davel extracts from a video for this detector; InputError (one line)
         when its input widths are not a set davel makes."""
-        fs = feature_sets.FEATURE_SETS.get(self.feature_set or "")
-        if fs is None or fs.dims != self.model.input_dims:
-            raise InputError(f"{self.name} takes {feature_sets.describe_dims(self.model.input_dims)}: "
-                             f"pass pre-extracted features")
-        return fs
+        return _video_feature_set(self.name, self.feature_set, self.model.input_dims)
 
     def feature_cache(self) -> FeatureCache:
         """The cache of the features this detector's videos get (made on first use; its
@@ -241,6 +229,76 @@ class Detector:
             parts.append((shift_candidates(seg, s), sc, lb))
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
                 np.concatenate([p[2] for p in parts]))
+
+
+def _check_feature_norm(name: str, feature_norm: FeatureNorm | None, dims: tuple[int, int]) -> None:
+    if feature_norm is not None and feature_norm.dims != dims:
+        dv, da = feature_norm.dims
+        raise WeightsError(f"{name}: its feature statistics are {dv}-d / {da}-d but the detector "
+                           f"takes {dims[0]}-d / {dims[1]}-d")
+
+
+def _checkpoint_features(meta: CheckpointMeta, dims: tuple[int, int]
+                         ) -> tuple[str | None, TimeBase, ExtractionSettings | None]:
+    """``(feature set, time base, extraction settings)`` of a checkpoint: its recorded set,
+    else the one its input widths tell; its recorded time base, else its set's (official
+    checkpoints); its training features' settings (I3D + VGGish only)."""
+    known = feature_sets.for_dims(dims)
+    feature_set = meta.feature_set or (known.name if known is not None else None)
+    default_tb = feature_sets.feature_set(feature_set).timebase if feature_set in feature_sets.FEATURE_SETS \
+        else I3D_VGGISH
+    extraction = meta.extraction_settings() if feature_set in (None, feature_sets.DEFAULT) else None
+    return feature_set, meta.timebase or default_tb, extraction
+
+
+def _video_feature_set(name: str, feature_set: str | None, dims: tuple[int, int]) -> feature_sets.FeatureSet:
+    fs = feature_sets.FEATURE_SETS.get(feature_set or "")
+    if fs is None or fs.dims != dims:
+        raise InputError(f"{name} takes {feature_sets.describe_dims(dims)}: pass pre-extracted features")
+    return fs
+
+
+@dataclass(frozen=True)
+class CheckpointSummary:
+    """What a driver needs to know of a checkpoint before its workers load it
+    (:func:`check_checkpoint`): no weights."""
+
+    name: str                      # the file's name, as Detector.name
+    kind: str
+    input_dims: tuple[int, int]
+    feature_set: str | None        # as Detector.feature_set
+    has_labels: bool               # class names given, recorded, or the UnAV-100 ones (100 classes)
+    device: torch.device           # where a detector loaded with the same ``device`` runs
+    weights_dir: str | Path | None = None
+
+    def video_feature_set(self) -> feature_sets.FeatureSet:
+        """As :meth:`Detector.video_feature_set` (the same InputError)."""
+        return _video_feature_set(self.name, self.feature_set, self.input_dims)
+
+    def extractor(self, tune_allocator: bool = False) -> Any:
+        """The extractor of the features a video gets (its networks load on first use), as the
+        detector's feature cache would make it (ONE-PEACE: the set's settings)."""
+        fs = self.video_feature_set()
+        return fs.extractor(self.weights_dir, str(self.device), fs.settings(), tune_allocator=tune_allocator)
+
+
+def check_checkpoint(name_or_path: str | Path = "ccnet", device: str | torch.device = "auto",
+                     labels: Sequence[str] | None = None, weights_dir: str | Path | None = None,
+                     expect_dims: tuple[int, int] | None = None) -> CheckpointSummary:
+    """Check what :func:`load_detector` would load, with the same one-line errors, without
+    keeping the model: the file is read memory-mapped, the model built on its tensors to
+    check the layout and dropped (:func:`~davel.detectors.checkpoint.check_checkpoint_file`).
+    For a process that only drives workers which load their own detector."""
+    path = resolve_checkpoint(name_or_path, weights_dir)
+    info = check_checkpoint_file(path, expect_dims)
+    meta = info.meta
+    dims = (info.input_dim_v, info.input_dim_a)
+    name = Path(path).name
+    feature_set, _, _ = _checkpoint_features(meta, dims)
+    _check_feature_norm(name, meta.feature_norm, dims)
+    has_labels = labels is not None or bool(meta.labels) or default_labels(info.num_classes) is not None
+    return CheckpointSummary(name=name, kind=info.kind, input_dims=dims, feature_set=feature_set,
+                             has_labels=has_labels, device=resolve_device(device), weights_dir=weights_dir)
 
 
 def load_detector(name_or_path: str | Path = "ccnet", device: str | torch.device = "auto",

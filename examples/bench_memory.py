@@ -20,8 +20,29 @@ high-water mark never hides in another's.
 - ``--leak``: one process, one FeatureExtractor, many tiny videos in a row;
   prints RSS after the first 10 and after all (target within 10 %).
 
+- ``--detect-example``: ``davel detect examples/example.mp4 --top-k 5`` as
+  ``examples/run_example.sh`` runs it (stand-in weights, written once to
+  ``--standin-dir``, default ``$DAVEL_HOME/standin``), sampling every 0.2 s the RSS,
+  peak RSS (``VmHWM``) and PSS (``/proc/PID/smaps_rollup``) of EVERY process of the
+  command's tree: the driver and all its descendants, found through ``/proc``
+  (no psutil). Prints the driver's peak and its RSS while the worker runs, the
+  worker's peak, and the tree's peak (max over time of the sum of RSS, and of PSS:
+  RSS counts torch's shared libraries once per process, PSS splits them). Then the
+  same with ``--ray local`` when ``import ray`` works, inside a fresh network
+  namespace with only loopback (``unshare -n``, needs root): Ray's processes
+  (gcs_server, raylet and the workers it starts) are children of the driver and are
+  counted in its tree; processes of that namespace outside the tree, if any
+  appeared, are listed and not counted. The first run extracts the video's
+  features unless the feature cache ($DAVEL_HOME/features) has them; the runs
+  after it read them from there (the driver's figures do not depend on it).
+  ``--old-driver`` adds runs whose driver loads the detector and drops it
+  (``load_detector`` + ``gc``), as ``davel detect`` did before it checked
+  the checkpoint memory-mapped (``davel.inference.check_checkpoint``); and a fresh
+  process prints what each way of checking holds.
+
     python examples/bench_memory.py [--minutes 10] [--cases standard,fast]
     python examples/bench_memory.py --leak [--videos 200]
+    python examples/bench_memory.py --detect-example [--old-driver] [--no-ray] [--standin-dir DIR]
 
 ``--max-gb`` kills a child whose RSS passes it (reported as '>'), so that a
 run which would swallow the machine's memory does not.
@@ -194,6 +215,257 @@ def fmt(peak: float, killed: bool) -> str:
     return f"{'>' if killed else ''}{peak:8.0f} MB"
 
 
+# ---------------------------------------------------------------- davel detect's process tree
+
+
+def _children() -> dict[int, list[int]]:
+    """ppid -> pids, from /proc/PID/stat (the field after the parenthesised name)."""
+    out: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{d}/stat").read_text()
+        except OSError:
+            continue
+        out.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(d))
+    return out
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every descendant of it alive now."""
+    kids, out, todo = _children(), [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(kids.get(pid, []))
+    return out
+
+
+def proc_memory(pid: int) -> tuple[int, int, int | None] | None:
+    """``(RSS, peak RSS, PSS)`` in kB of a process (PSS None when smaps_rollup cannot be
+    read), or None when it is gone or holds no memory (a zombie, a kernel thread)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    fields = {k: v for k, _, v in (line.partition(":") for line in status.splitlines())}
+    if "VmRSS" not in fields:
+        return None
+    rss, hwm = int(fields["VmRSS"].split()[0]), int(fields.get("VmHWM", fields["VmRSS"]).split()[0])
+    pss = None
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                pss = int(line.split()[1])
+                break
+    except OSError:
+        pass
+    return rss, hwm, pss
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def role(pid: int, root: int, cmd: str) -> str:
+    """What a process of the tree is, from its command line."""
+    if pid == root:
+        return "driver"
+    if "spawn_main" in cmd:
+        return "worker"
+    if "resource_tracker" in cmd:
+        return "resource tracker"
+    for name in ("gcs_server", "raylet"):
+        if name in cmd.split(" ", 1)[0]:
+            return name
+    if cmd.startswith("ray::") or "default_worker.py" in cmd:
+        return "ray worker"
+    if "ray" in cmd:
+        return "ray (other)"
+    return Path(cmd.split(" ", 1)[0]).name or "?"
+
+
+def sample_tree(argv: list[str], env: dict[str, str], every: float = 0.2) -> dict:
+    """Run ``argv`` and sample its process tree every ``every`` s until it exits."""
+    before = {p for p in os.listdir("/proc") if p.isdigit()}
+    errors = tempfile.TemporaryFile("w+")  # not a pipe: Ray's notices could fill one and block the run
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=errors, text=True)
+    root = proc.pid
+    procs: dict[int, dict] = {}  # pid -> role, cmd, peaks
+    totals = {"rss": 0, "pss": 0}
+    driver_while_worker: list[int] = []
+    outside: dict[int, str] = {}
+    own_netns, netns = os.readlink("/proc/self/ns/net"), None
+    t0 = time.perf_counter()
+    while proc.poll() is None:
+        rss_sum = pss_sum = 0
+        working = False
+        tree = process_tree(root)
+        for pid in tree:
+            mem = proc_memory(pid)
+            if mem is None:
+                continue
+            info = procs.get(pid)
+            if info is None:
+                cmd = cmdline(pid)
+                info = procs[pid] = {"cmd": cmd, "role": role(pid, root, cmd), "rss": 0, "hwm": 0, "pss": 0,
+                                     "last": 0}
+            if info["role"] == "ray worker" or info["role"] == "ray (other)":  # ray renames its workers
+                cmd = cmdline(pid)
+                if cmd:
+                    info["cmd"], info["role"] = cmd, role(pid, root, cmd)
+            rss, hwm, pss = mem
+            info["rss"], info["hwm"], info["last"] = max(info["rss"], rss), max(info["hwm"], hwm), rss
+            info["pss"] = max(info["pss"], pss or 0)
+            rss_sum += rss
+            pss_sum += pss or 0
+            working = working or info["role"] in ("worker", "ray worker") and rss > 200 * 1024
+        if working and root in procs:
+            driver_while_worker.append(procs[root]["last"])
+        totals["rss"], totals["pss"] = max(totals["rss"], rss_sum), max(totals["pss"], pss_sum)
+        if netns is None:
+            try:
+                netns = os.readlink(f"/proc/{root}/ns/net")
+            except OSError:
+                pass
+        if netns is not None and netns != own_netns:
+            # a run in its own network namespace (--ray): processes of that namespace that
+            # are not in the tree escaped it (daemonised); other runs share ours with everyone
+            in_tree = set(tree)
+            for d in os.listdir("/proc"):
+                if d.isdigit() and d not in before and int(d) not in in_tree and int(d) not in outside:
+                    try:
+                        if os.readlink(f"/proc/{d}/ns/net") == netns:
+                            outside[int(d)] = cmdline(int(d))[:100]
+                    except OSError:
+                        pass
+        time.sleep(every)
+    rc = proc.wait()
+    errors.seek(0)
+    err = errors.read()
+    errors.close()
+    if rc != 0:
+        raise SystemExit(f"{' '.join(argv)[-300:]} failed (exit {rc}):\n{err[-2000:]}")
+    driver_while_worker.sort()
+    return {"procs": procs, "tree_rss": totals["rss"], "tree_pss": totals["pss"], "seconds":
+            time.perf_counter() - t0, "outside": outside,
+            "driver_steady": driver_while_worker[len(driver_while_worker) // 2] if driver_while_worker else None}
+
+
+_OLD_DRIVER = """
+import gc, sys
+import davel.inference as inference
+
+def check_checkpoint(name_or_path, device="auto", labels=None, weights_dir=None, expect_dims=None):
+    # the driver before: the whole detector loaded, asked, then dropped (task.release())
+    d = inference.load_detector(name_or_path, device, labels, weights_dir, expect_dims)
+    s = inference.CheckpointSummary(name=d.name, kind=d.kind, input_dims=d.model.input_dims,
+                                    feature_set=d.feature_set, has_labels=d.labels is not None,
+                                    device=d.device, weights_dir=weights_dir)
+    del d
+    gc.collect()
+    return s
+
+inference.check_checkpoint = check_checkpoint
+from davel.cli import main
+sys.argv[0] = "davel"
+main()
+"""
+
+_CHECK_ONLY = """
+import gc, json, sys
+from pathlib import Path
+
+def kb(field):
+    return next(int(x.split()[1]) for x in Path("/proc/self/status").read_text().splitlines()
+                if x.startswith(field + ":"))
+
+import davel.inference as inference
+imported = kb("VmRSS")
+fn = inference.check_checkpoint if sys.argv[2] == "check" else inference.load_detector
+got = fn(sys.argv[1], "cpu")
+held = kb("VmRSS")
+del got
+gc.collect()
+print("RESULT " + json.dumps({"imported": imported, "peak": kb("VmHWM"), "held": held, "dropped": kb("VmRSS")}))
+"""
+
+
+def _mb(kb: float | None) -> str:
+    return "    n/a" if kb is None else f"{kb / 1024:7.0f} MB"
+
+
+def report_tree(label: str, res: dict) -> None:
+    procs = res["procs"].values()
+    driver = next((p for p in procs if p["role"] == "driver"), None)
+    workers = [p for p in procs if p["role"] in ("worker", "ray worker")]
+    big = max(workers, key=lambda p: p["hwm"], default=None)
+    print(f"{label} ({res['seconds']:.0f} s, {len(res['procs'])} processes seen):", flush=True)
+    if driver:
+        print(f"  driver peak RSS {_mb(driver['hwm'])} (sampled {_mb(driver['rss'])}, PSS {_mb(driver['pss'])}); "
+              f"RSS while the worker ran (median) {_mb(res['driver_steady'])}")
+    if big:
+        print(f"  worker peak RSS {_mb(big['hwm'])} (sampled {_mb(big['rss'])}, PSS {_mb(big['pss'])})"
+              f"{'  [' + big['cmd'][:40] + ']' if big['role'] == 'ray worker' else ''}")
+    print(f"  tree peak (max over time of the sum): RSS {_mb(res['tree_rss'])}, PSS {_mb(res['tree_pss'])}")
+    others: dict[str, list[int]] = {}
+    for p in procs:
+        if p["role"] not in ("driver",) and p is not big:
+            others.setdefault(p["role"], []).append(p["hwm"])
+    if others:
+        print("  others (peak RSS each): " + "; ".join(
+            f"{r} x{len(v)} max {_mb(max(v)).strip()}" for r, v in sorted(others.items())))
+    if res["outside"]:
+        print(f"  processes of its network namespace outside the tree (not counted): {len(res['outside'])}: "
+              + "; ".join(list(res["outside"].values())[:5]))
+
+
+def detect_example(args: argparse.Namespace) -> None:
+    from weights import store
+    from weights.standin_files import write_standins
+
+    weights = Path(args.standin_dir) if args.standin_dir else store.cache_dir() / "standin"
+    if not (weights / "ccnet_unav100.pth").is_file() or not (weights / "davel-weights.json").is_file():
+        print(f"writing stand-in weights to {weights} (about 2 GB, once)", flush=True)
+        write_standins(weights, salt=0)  # as `davel weights standin --no-one-peace`
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+    env.pop("DAVEL_DEBUG", None)
+    ray_ok = not args.no_ray and subprocess.run([sys.executable, "-c", "import ray"], env=env,
+                                                capture_output=True).returncode == 0
+    netns = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+    with tempfile.TemporaryDirectory() as tmp:
+        def command(old: bool, ray: bool) -> list[str]:
+            head = [sys.executable, "-c", _OLD_DRIVER] if old else [sys.executable, "-m", "davel"]
+            argv = [*head, "detect", str(HERE / "example.mp4"), "--weights-dir", str(weights),
+                    "--top-k", "5", "--quiet", "-o", str(Path(tmp) / "events.json"), "--overwrite"]
+            return [*netns, *argv, "--ray", "local"] if ray else argv
+
+        runs = [("davel detect", False, False)]
+        if args.old_driver:
+            runs.append(("davel detect, driver loading the detector (before)", True, False))
+        if ray_ok:
+            runs.append(("davel detect --ray local", False, True))
+            if args.old_driver:
+                runs.append(("davel detect --ray local, driver loading the detector (before)", True, True))
+        for label, old, ray in runs:
+            report_tree(label, sample_tree(command(old, ray), env))
+        if not ray_ok:
+            print("--ray local: not measured (" + ("--no-ray" if args.no_ray else "ray does not import") + ")")
+    if args.old_driver:
+        ckpt = weights / "ccnet_unav100.pth"
+        print(f"checking {ckpt.name} ({ckpt.stat().st_size / 2**20:.0f} MB) in a fresh process:")
+        for how, what in (("load", "load_detector (the driver before)"), ("check", "check_checkpoint (now)")):
+            out = subprocess.run([sys.executable, "-c", _CHECK_ONLY, str(ckpt), how], env=env,
+                                 capture_output=True, text=True, check=True).stdout
+            r = json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:])
+            print(f"  {what:36s} RSS after imports {_mb(r['imported'])}, peak {_mb(r['peak'])}, "
+                  f"holding {_mb(r['held'])}, after dropping it {_mb(r['dropped'])}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10.0, help="length of the long video")
@@ -207,6 +479,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads in the child (0: default)")
     ap.add_argument("--max-gb", type=float, default=12.0, help="kill a child whose RSS passes this")
     ap.add_argument("--workdir", help="keep the videos and weights here (default: a temp dir)")
+    ap.add_argument("--detect-example", action="store_true",
+                    help="the process tree of `davel detect examples/example.mp4` instead")
+    ap.add_argument("--standin-dir", help="--detect-example: stand-in weights (default: $DAVEL_HOME/standin)")
+    ap.add_argument("--old-driver", action="store_true",
+                    help="--detect-example: also with a driver that loads the detector (as before)")
+    ap.add_argument("--no-ray", action="store_true", help="--detect-example: skip the --ray local run")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--settings", default="standard", help=argparse.SUPPRESS)
     ap.add_argument("--weights", help=argparse.SUPPRESS)
@@ -217,6 +495,8 @@ def main() -> None:
         return child(args)
 
     sys.path.insert(0, str(HERE.parent))
+    if args.detect_example:
+        return detect_example(args)
     from weights.standin_files import write_standins
 
     with tempfile.TemporaryDirectory() as tmp:

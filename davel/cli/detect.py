@@ -22,7 +22,7 @@ from davel.cli._common import (
 )
 
 
-@user_errors
+@user_errors(interrupt_exits=True)
 def detect_command(
     videos: list[Path] = typer.Argument(None, help="Video files."),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Output file ('-' or none: stdout), or a folder (an existing one, or a path ending in '/'): one <stem>.<format> per input, inputs whose file exists skipped, shared by several processes."),
@@ -96,19 +96,27 @@ def detect_command(
         task = DetectTask(str(checkpoint or model), labels=names, weights_dir=weights_dir, device=device,
                           top_k=top_k, min_score=min_score, duration=duration, out_dir=folder, fmt=fmt,
                           expect_dims=_input_dims(videos, features), overwrite=overwrite)
-        # loaded here once so that a bad checkpoint is one line before any work
-        detector = task.detector
+        # the checkpoint is checked here once so that a bad one is one line before any work
+        if any(item.kind == "video" for item in todo):
+            # videos run in workers that load their own detector: the driver reads the
+            # checkpoint memory-mapped and keeps no model (nor its weights) in memory
+            from davel.inference import check_checkpoint
+
+            summary = check_checkpoint(task.model, task.device, task.labels, task.weights_dir,
+                                       expect_dims=task.expect_dims)
+            has_labels, extractor = summary.has_labels, lambda: summary.extractor(tune_allocator=True)
+        else:
+            detector = summary = task.detector  # features only: detected here, in this process
+            has_labels, extractor = detector.labels is not None, lambda: detector.feature_cache().extractor
         if videos:
             # the checkpoint decides which features a video gets (its recorded set, or its widths)
-            fs = detector.video_feature_set()
-            if fs.name == "one-peace" and detector.device.type == "cpu" and not quiet and ray is None:
-                line = detector.feature_cache().extractor.estimate_line([i.path for i in todo])
+            fs = summary.video_feature_set()
+            if fs.name == "one-peace" and summary.device.type == "cpu" and not quiet and ray is None:
+                line = extractor().estimate_line([i.path for i in todo])
                 typer.echo(f"davel: {line}", err=True)
-        if detector.labels is None:
+        if not has_labels:
             typer.echo("davel: warning: no class names: events are labelled class_<id>; pass --labels "
                        "unav100_annotations.json (from the UnAV-100 dataset) for real names", err=True)
-        if any(item.kind == "video" for item in todo):
-            task.release()  # the workers load their own: the driver keeps no copy of the model
         return task
 
     with outputs.ResultSink(None if folder is not None else output, fmt) as sink:

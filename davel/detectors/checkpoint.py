@@ -5,7 +5,9 @@ Accepts what the official training scripts save (a dict with ``epoch``,
 uses ``state_dict_ema``, keys prefixed ``module.``), davel's own checkpoints
 (the same plus a ``davel`` entry) or a bare state dict. The kind and every
 size the tensors reveal are read from the weights; files are read with
-``torch.load(weights_only=True)`` (:func:`weights.store.load_state`).
+``torch.load(weights_only=True)`` (:func:`weights.store.load_state`);
+:func:`check_checkpoint_file` reads one memory-mapped, to check it without
+holding its weights.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from davel.detectors.base import PyramidDetector
@@ -104,3 +107,22 @@ def load_checkpoint(path: str | Path, expect_dims: tuple[int, int] | None = None
     obj, sha = read_checkpoint(path)
     model, info = build_detector(obj, str(path), expect_dims)
     return model, info, sha
+
+
+def check_checkpoint_file(path: str | Path, expect_dims: tuple[int, int] | None = None) -> CheckpointInfo:
+    """What :func:`load_checkpoint` says of a file, checked as it checks it (the same
+    one-line WeightsError), without holding the weights: the file is read memory-mapped
+    (tensors stay in the file unless read) and the model, built on them to validate the
+    layout, is dropped. No sha256 (that would read the whole file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - refused, broken or an old (non-zip) file: load_state's way and words
+        obj = store.load_state(path)
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{path} is not a detector checkpoint")
+    model, info = build_detector(obj, str(path), expect_dims)
+    del model, obj  # the mapped tensors go with them
+    return info
