@@ -188,6 +188,7 @@ class RayEngine(Engine):
         self.actors_per_gpu, self.cpus_per_actor = actors_per_gpu, cpus_per_actor
         self.started = False
         self.interrupted = False
+        self.starting = False
         self.reaper: subprocess.Popen | None = None
         self.attempts = None
         self.plan: tuple[int, float, float] | None = None
@@ -229,13 +230,8 @@ class RayEngine(Engine):
                                       "logging_level": logging.ERROR, "configure_logging": True}
             if self.address == "local":
                 kwargs.update(num_cpus=_visible_cpus(), include_dashboard=False)
-            # Ray's core worker takes SIGINT over at the C level while it starts (after
-            # which a Ctrl-C was silently ignored and the batch went on): SIGINT is blocked
-            # meanwhile, Python's handler put back, and a Ctrl-C that came in the meantime
-            # is delivered then (and Ray's processes, started with it blocked, leave
-            # Ctrl-C to this driver, which stops them)
-            handler = signal.getsignal(signal.SIGINT)
-            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            # a Ctrl-C while Ray starts leaves a half-started instance: close() kills it
+            self.starting = self.address == "local"
             try:
                 with _quiet_stderr():
                     ray.init(**kwargs)
@@ -244,10 +240,6 @@ class RayEngine(Engine):
                     self.reaper = _start_reaper()
             except Exception as exc:  # noqa: BLE001 - one line, exit 2
                 raise BatchError(f"--ray {self.address}: cannot connect to a Ray cluster: {one_line(exc)}") from exc
-            finally:
-                if handler is not None:
-                    signal.signal(signal.SIGINT, handler)
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         return ray
 
     def _run(self, ray: Any, task: Task, todo: list[Item], finish: Finish) -> None:
@@ -292,7 +284,7 @@ class RayEngine(Engine):
             import ray
         except ImportError:
             return
-        if self.interrupted and self.started and self.address == "local":
+        if self.interrupted and (self.started or self.starting) and self.address == "local":
             # Ctrl-C: the Ray instance this command started is all below this process
             # (GCS, raylet, agents, workers and their watched processes): stop it now,
             # not after Ray's graceful shutdown has waited on actors still starting

@@ -299,13 +299,6 @@ class DetectTask(Task):
     def prepare(self) -> None:
         _ = self.detector
 
-    def release(self) -> None:
-        """Drop the loaded detector (the driver checks the checkpoint, workers load their own)."""
-        import gc
-
-        self._detector = None
-        gc.collect()
-
     def outputs(self, item: Item) -> list[Path]:
         out = self.output_path(item)
         return [] if out is None else [out]

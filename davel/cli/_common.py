@@ -75,14 +75,22 @@ def exit_interrupted(*_: object) -> NoReturn:
 PROGRAM = {"sigint_exits": False}  # set by davel.cli.main: the process is the davel program
 
 
-def user_errors(fn: Callable) -> Callable:
-    """Run a command; DavelError (and anything unexpected) -> one line, exit 1; Ctrl-C -> 130."""
+def user_errors(fn: Callable | None = None, *, interrupt_exits: bool = False) -> Callable:
+    """Run a command; DavelError (and anything unexpected) -> one line, exit 1; Ctrl-C -> 130.
+
+    ``interrupt_exits``: the body has nothing to clean up outside the batch, which takes
+    Ctrl-C over itself while it runs (``davel extract``, ``davel detect``): Ctrl-C exits
+    130 at once there too. A KeyboardInterrupt raised inside torch's import (native code
+    calling Python) aborted the process (exit -6) instead.
+    """
+    if fn is None:
+        return functools.partial(user_errors, interrupt_exits=interrupt_exits)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         show_library_warnings()
         program = PROGRAM["sigint_exits"]
-        if program:  # the body cleans up on KeyboardInterrupt (the batch runner, downloads)
+        if program and not interrupt_exits:  # the body cleans up on KeyboardInterrupt (downloads)
             signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             return fn(*args, **kwargs)

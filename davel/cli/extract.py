@@ -22,7 +22,7 @@ from davel.cli._common import (
 )
 
 
-@user_errors
+@user_errors(interrupt_exits=True)
 def extract_command(
     videos: list[Path] = typer.Argument(None, help="Video files."),
     out: str = typer.Option(..., "-o", "--out", metavar="DIR|URL", help="Output directory for <stem>_{rgb,flow,vggish}.npy (one-peace: <stem>_one_peace_{video_finetune,audio}.npy), or an fsspec URL (s3://bucket/prefix, gs://..., file:///abs/path; needs fsspec and the store's package, e.g. s3fs): each file one object, written whole. With a URL there are no claim files: run one process per prefix (or split with --shard)."),
