@@ -289,7 +289,7 @@ class RayEngine(Engine):
             # (GCS, raylet, agents, workers and their watched processes): stop it now,
             # not after Ray's graceful shutdown has waited on actors still starting
             _kill_descendants(os.getpid())  # the reaper too
-            _shutdown_within(ray, 1.0)
+            _shutdown_within(ray, 0.3)
             if self.reaper is not None:
                 self.reaper.wait()
             self.started, self.attempts, self.reaper = False, None, None
