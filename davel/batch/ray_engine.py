@@ -164,7 +164,10 @@ class _Worker:
         if failed:
             return _record_row(pickle.loads(failed))
         item = Item(path, kind)
-        attempt = ray.get(self.attempts.begin.remote(item.path))
+        try:
+            attempt = ray.get(self.attempts.begin.remote(item.path))
+        except Exception:  # noqa: BLE001 - no counter (its node went): the video is still worth doing
+            attempt = 1
         if attempt > MAX_DEATHS:
             return _record_row(Record(item.path, FAILED,
                                       reason=f"{item.path}: worker process died {attempt - 1} times on this video"))
@@ -257,7 +260,12 @@ class RayEngine(Engine):
         cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
         actors, each_cpu, each_gpu = self.plan = plan_actors(cpus, gpus, self.actors_per_gpu, self.cpus_per_actor)
         actors = min(actors, len(todo))
-        self.attempts = ray.remote(num_cpus=0)(_Attempts).remote()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # on the driver's node: a counter on a worker node would go with that node
+        # (and every other worker's next question to it would fail the batch)
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.attempts = ray.remote(num_cpus=0, scheduling_strategy=here)(_Attempts).remote()
         inline = bool(os.environ.get(INLINE_ENV)) or all(item.kind == "features" for item in todo)
         rows = [{"path": item.path, "kind": item.kind} for item in todo]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
