@@ -218,28 +218,11 @@ def fmt(peak: float, killed: bool) -> str:
 # ---------------------------------------------------------------- davel detect's process tree
 
 
-def _children() -> dict[int, list[int]]:
-    """ppid -> pids, from /proc/PID/stat (the field after the parenthesised name)."""
-    out: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{d}/stat").read_text()
-        except OSError:
-            continue
-        out.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(d))
-    return out
-
-
 def process_tree(root: int) -> list[int]:
     """``root`` and every descendant of it alive now."""
-    kids, out, todo = _children(), [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(kids.get(pid, []))
-    return out
+    from davel.batch.reaper import descendants
+
+    return [root, *descendants(root)]
 
 
 def proc_memory(pid: int) -> tuple[int, int, int | None] | None:

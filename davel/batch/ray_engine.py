@@ -194,7 +194,6 @@ class RayEngine(Engine):
         self.starting = False
         self.reaper: subprocess.Popen | None = None
         self.attempts = None
-        self.plan: tuple[int, float, float] | None = None
 
     def run(self, task: Task, items: Sequence[Item], finish: Finish) -> None:
         todo = []
@@ -258,7 +257,7 @@ class RayEngine(Engine):
         ctx.execution_no_progress_timeout_s = -1
         resources = ray.cluster_resources()
         cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
-        actors, each_cpu, each_gpu = self.plan = plan_actors(cpus, gpus, self.actors_per_gpu, self.cpus_per_actor)
+        actors, each_cpu, each_gpu = plan_actors(cpus, gpus, self.actors_per_gpu, self.cpus_per_actor)
         actors = min(actors, len(todo))
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
